@@ -1,0 +1,28 @@
+"""Warnings that are said once: a training loop must not drown in repeated messages."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+_said: set[str] = set()
+_lock = threading.Lock()
+
+
+class RetrologWarning(UserWarning):
+    """Something retrolog could not do; training goes on."""
+
+
+def warn_once(key: str, message: str, stacklevel: int = 3) -> None:
+    """Emit ``message`` as a RetrologWarning the first time ``key`` is seen in this process."""
+    with _lock:
+        if key in _said:
+            return
+        _said.add(key)
+    warnings.warn(message, RetrologWarning, stacklevel=stacklevel)
+
+
+def reset_warnings() -> None:
+    """Forget which warnings were said (tests, and a new run in the same interpreter)."""
+    with _lock:
+        _said.clear()

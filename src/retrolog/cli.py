@@ -1,0 +1,217 @@
+"""The ``retrolog`` command: a thin shell over the engine (typer + rich).
+
+``retrolog propagate`` is routed before typer is imported: it must start in a few tens of
+milliseconds because replay calls it once per past version.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    name="retrolog",
+    help="Multiversion hindsight logging for ML training: record, query, replay.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+ProjectOption = Annotated[
+    Path | None,
+    typer.Option("--project", "-C", help="Project directory (default: the current one)."),
+]
+WhereOption = Annotated[
+    str | None, typer.Option("--where", "-w", help="SQL condition over the result's columns.")
+]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"retrolog: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _emit(frame: Any, fmt: Format, title: str | None = None) -> None:
+    """Print a DataFrame as a rich table, CSV or JSON records."""
+    if fmt is Format.csv:
+        sys.stdout.write(frame.to_csv(index=False))
+        return
+    if fmt is Format.json:
+        sys.stdout.write(
+            frame.to_json(orient="records", date_format="iso", default_handler=str) + "\n"
+        )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for column in frame.columns:
+        table.add_column(str(column), overflow="fold")
+    for row in frame.itertuples(index=False):
+        table.add_row(*[_cell(v) for v in row])
+    Console().print(table)
+    if frame.empty:
+        typer.echo("(no rows)", err=True)
+
+
+def _cell(value: Any) -> str:
+    import pandas as pd
+
+    if value is None or (not isinstance(value, (list, dict, str)) and pd.isna(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+@app.command("runs")
+def runs_command(
+    fmt: FormatOption = Format.table, where: WhereOption = None, project: ProjectOption = None
+) -> None:
+    """List runs: status, times, version, script and args."""
+    from .relational import QueryError, runs
+
+    try:
+        frame = runs(project=project, where=where)
+    except QueryError as exc:
+        _fail(str(exc))
+    if fmt is Format.table:
+        frame = frame.drop(
+            columns=[c for c in ("argv", "host", "error", "git_head", "end_time") if c in frame]
+        )
+        if "version" in frame:
+            frame["version"] = frame["version"].map(lambda v: v[:10] if isinstance(v, str) else v)
+    _emit(frame, fmt)
+
+
+@app.command("df")
+def df_command(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Logged names and args to show.")
+    ] = None,
+    fmt: FormatOption = Format.table,
+    where: WhereOption = None,
+    project: ProjectOption = None,
+) -> None:
+    """One row per run and loop coordinate, one column per NAME (like retrolog.dataframe)."""
+    from .relational import QueryError, dataframe
+
+    try:
+        frame = dataframe(*(names or []), where=where, project=project)
+    except QueryError as exc:
+        _fail(str(exc))
+    if fmt is Format.table and "version" in frame:
+        frame["version"] = frame["version"].map(lambda v: v[:10] if isinstance(v, str) else v)
+    _emit(frame, fmt)
+
+
+@app.command("sql")
+def sql_command(
+    statement: Annotated[str, typer.Argument(help="One read-only SELECT.")],
+    fmt: FormatOption = Format.table,
+    project: ProjectOption = None,
+) -> None:
+    """Run read-only SQL over the tables and views described in docs/data-model.md."""
+    from .relational import QueryError, open_store, run_sql
+
+    try:
+        frame = run_sql(open_store(project), statement)
+    except QueryError as exc:
+        _fail(str(exc))
+    _emit(frame, fmt)
+
+
+@app.command("show")
+def show_command(
+    run_id: Annotated[str, typer.Argument(help="A run id (or a unique prefix of one).")],
+    fmt: FormatOption = Format.table,
+    project: ProjectOption = None,
+    diff: Annotated[
+        bool, typer.Option("--diff/--no-diff", help="Show the code diff against HEAD.")
+    ] = True,
+) -> None:
+    """A run's facts, args, metrics summary, version and code diff against HEAD."""
+    from .relational import describe_run
+
+    try:
+        report = describe_run(run_id, project=project, with_diff=diff)
+    except LookupError as exc:
+        _fail(str(exc))
+    if fmt is Format.json:
+        sys.stdout.write(json.dumps(report, default=str, indent=2) + "\n")
+        return
+    if fmt is Format.csv:
+        import pandas as pd
+
+        sys.stdout.write(pd.DataFrame(report["metrics"]).to_csv(index=False))
+        return
+    from rich.console import Console
+    from rich.syntax import Syntax
+    from rich.table import Table
+
+    console = Console()
+    facts = Table(title=f"run {report['run_id']}", show_header=False)
+    for key in (
+        "status",
+        "script",
+        "start_time",
+        "end_time",
+        "duration",
+        "version",
+        "git_head",
+        "git_branch",
+        "git_dirty",
+        "host",
+        "python",
+        "argv",
+        "error",
+    ):
+        facts.add_row(key, _cell(report.get(key)))
+    console.print(facts)
+    args = Table(title="args")
+    args.add_column("name")
+    args.add_column("value")
+    for key, value in report["args"].items():
+        args.add_row(key, _cell(value))
+    console.print(args)
+    metrics = Table(title="metrics")
+    for column in ("name", "count", "first", "last", "min", "max"):
+        metrics.add_column(column)
+    for row in report["metrics"]:
+        metrics.add_row(*[_cell(row[c]) for c in ("name", "count", "first", "last", "min", "max")])
+    console.print(metrics)
+    if diff:
+        text = report.get("diff")
+        if text:
+            console.print(Syntax(text, "diff", theme="ansi_dark"))
+        else:
+            console.print(report.get("diff_note") or "(code identical to HEAD)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``retrolog`` command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "propagate":
+        from .propagation.cli import main as propagate_main
+
+        raise SystemExit(propagate_main(args[1:]))
+    app(args=args, prog_name="retrolog")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,68 @@
+"""Where a project lives: its root, its data directory and its store URLs.
+
+A project is a git repository (or, outside git, the working directory). Everything retrolog writes
+goes under ``<root>/.retrolog/`` unless ``RETROLOG_DB`` / ``RETROLOG_OBJECTS`` point elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA_DIR_NAME = ".retrolog"
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project's locations. Cheap to build: no I/O beyond walking up to find ``.git``."""
+
+    root: Path
+    in_git: bool
+    data_dir: Path
+    db_url: str
+    objects_url: str
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.data_dir / "journals"
+
+    def ensure_data_dir(self) -> None:
+        """Create ``.retrolog/`` with a ``.gitignore`` so git never versions our data."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        ignore = self.data_dir / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("*\n")
+
+
+def git_root_of(start: Path) -> Path | None:
+    """The nearest directory at or above ``start`` holding ``.git`` (a dir or a worktree file)."""
+    current = start.resolve()
+    for candidate in (current, *current.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None
+
+
+def script_start_dir() -> Path:
+    """The directory of the running script, or the cwd for REPLs, notebooks and ``-c``."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0 and argv0 not in ("-c", "-m") and os.path.isfile(argv0):
+        return Path(argv0).resolve().parent
+    return Path.cwd()
+
+
+def find_project(start: Path | str | None = None) -> Project:
+    """Resolve the project containing ``start`` (default: the running script's directory)."""
+    start_dir = Path(start) if start is not None else script_start_dir()
+    root = git_root_of(start_dir)
+    in_git = root is not None
+    if root is None:
+        root = start_dir.resolve()
+    data_dir = root / DATA_DIR_NAME
+    db_url = os.environ.get("RETROLOG_DB") or f"sqlite:///{data_dir / 'retrolog.db'}"
+    objects_url = os.environ.get("RETROLOG_OBJECTS") or str(data_dir / "objects")
+    return Project(
+        root=root, in_git=in_git, data_dir=data_dir, db_url=db_url, objects_url=objects_url
+    )

@@ -1,0 +1,322 @@
+"""The relational view users see: runs and metrics as pandas DataFrames.
+
+``dataframe("lr", "loss")`` gives one row per run and loop coordinate: the run's id, start time,
+version and script, one column per loop (its iteration index), then the requested names. Args and
+values logged outside every loop are run-level: they are broadcast onto each row of their run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..project import Project
+from ..record.values import from_cell
+from ..store import Store
+from .access import filter_frame, open_store
+
+RUN_COLUMNS = ["run_id", "start_time", "version", "script"]
+
+
+def _bind_list(prefix: str, items: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    names = [f"{prefix}{i}" for i in range(len(items))]
+    return ", ".join(":" + n for n in names), dict(zip(names, items, strict=False))
+
+
+def _decode(frame: pd.DataFrame) -> pd.Series:
+    """Vectorised decode of (vtype, value_num, value_text) cells into one column."""
+    vtype = frame["vtype"]
+    numeric = vtype.isin(["f", "i"]) & frame["value_num"].notna()
+    if bool(numeric.all()):
+        values = frame["value_num"]
+        if bool((vtype == "i").all()):
+            return values.astype("int64")
+        return values
+    out = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    slow = frame.loc[~numeric]
+    out.loc[numeric] = frame.loc[numeric, "value_num"].where(
+        vtype[numeric] != "i", frame.loc[numeric, "value_num"].map(int)
+    )
+    out.loc[~numeric] = [
+        from_cell(t, n, x)
+        for t, n, x in zip(slow["vtype"], slow["value_num"], slow["value_text"], strict=False)
+    ]
+    try:
+        return pd.to_numeric(out)
+    except (ValueError, TypeError):
+        return out
+
+
+def _runs_table(store: Store) -> pd.DataFrame:
+    rows = store.fetch(
+        "SELECT id, run_id, start_time, end_time, status, version, script, git_head, git_branch, "
+        "git_dirty, host, argv, error FROM runs ORDER BY run_id"
+    )
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "run",
+            "run_id",
+            "start_time",
+            "end_time",
+            "status",
+            "version",
+            "script",
+            "git_head",
+            "git_branch",
+            "git_dirty",
+            "host",
+            "argv",
+            "error",
+        ],
+    )
+    return frame
+
+
+def _args_long(store: Store) -> pd.DataFrame:
+    rows = store.fetch("SELECT run, name, vtype, value_num, value_text FROM args")
+    frame = pd.DataFrame(rows, columns=["run", "name", "vtype", "value_num", "value_text"])
+    frame["value"] = pd.Series(
+        [
+            from_cell(t, n, x)
+            for t, n, x in zip(
+                frame["vtype"], frame["value_num"], frame["value_text"], strict=False
+            )
+        ],
+        index=frame.index,
+        dtype=object,
+    )
+    return frame
+
+
+def _wide(long: pd.DataFrame, index: str = "run") -> pd.DataFrame:
+    if long.empty:
+        return pd.DataFrame(index=pd.Index([], name=index))
+    last = long.drop_duplicates([index, "name"], keep="last")
+    wide = last.pivot(index=index, columns="name", values="value")
+    wide.columns.name = None
+    return wide.infer_objects()
+
+
+def _to_datetime(frame: pd.DataFrame, *columns: str) -> None:
+    for column in columns:
+        if column in frame:
+            frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+
+
+def runs(project: Project | str | Path | None = None, where: str | None = None) -> pd.DataFrame:
+    """One row per run: status, times, duration, version, script, git facts and args."""
+    store = open_store(project)
+    table = _runs_table(store)
+    args = _args_long(store)
+    wide = _wide(args.astype({"value": object}))
+    table["duration"] = table["end_time"] - table["start_time"]
+    table = table.merge(
+        wide.rename(columns=lambda c: f"arg:{c}" if c in table.columns else c),
+        left_on="run",
+        right_index=True,
+        how="left",
+    )
+    table["argv"] = table["argv"].map(lambda s: json.loads(s) if isinstance(s, str) else s)
+    table = table.drop(columns=["run"])
+    _to_datetime(table, "start_time", "end_time")
+    if where:
+        table = filter_frame(table, where)
+    return table.reset_index(drop=True)
+
+
+def _log_rows(store: Store, names: Sequence[str]) -> pd.DataFrame:
+    binds, params = _bind_list("n", names)
+    sql = (
+        "SELECT l.run, l.ctx_id, l.name, l.vtype, l.value_num, l.value_text, l.seq, "
+        "l.replay_id IS NULL AS recorded, c.parent_id, c.name AS loop, c.iteration "
+        "FROM logs l LEFT JOIN loops c ON c.run = l.run AND c.ctx_id = l.ctx_id "
+        f"WHERE l.name IN ({binds})"
+    )
+    columns = [
+        "run",
+        "ctx_id",
+        "name",
+        "vtype",
+        "value_num",
+        "value_text",
+        "seq",
+        "recorded",
+        "parent_id",
+        "loop",
+        "iteration",
+    ]
+    if store.is_sqlite:  # the raw driver cursor: this query returns up to millions of rows
+        raw = store.reader.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute(sql, params)
+            data = cur.fetchall()
+        finally:
+            raw.close()
+        return pd.DataFrame.from_records(data, columns=columns)
+    return pd.DataFrame(store.fetch(sql, params), columns=columns)
+
+
+def _ancestors(store: Store, keys: pd.DataFrame) -> pd.DataFrame:
+    """Loop rows (run, ctx_id, parent_id, loop, iteration) of every ancestor of the given contexts."""
+    columns = ["run", "ctx_id", "parent_id", "loop", "iteration"]
+    found: list[tuple[int, int, int, str, int]] = []
+    seen: set[tuple[int, int]] = set()
+    todo = {
+        (int(r), int(p))
+        for r, p in zip(keys["run"], keys["parent_id"].fillna(0), strict=False)
+        if p
+    }
+    while todo:
+        seen |= todo
+        by_run: dict[int, list[int]] = {}
+        for run, ctx in todo:
+            by_run.setdefault(run, []).append(ctx)
+        todo = set()
+        for run, ctxs in by_run.items():
+            for start in range(0, len(ctxs), 500):
+                binds, params = _bind_list("c", ctxs[start : start + 500])
+                params["run"] = run
+                for ctx_id, parent, name, iteration in store.fetch(
+                    "SELECT ctx_id, parent_id, name, iteration FROM loops "
+                    f"WHERE run = :run AND ctx_id IN ({binds})",
+                    params,
+                ):
+                    found.append((run, ctx_id, parent, name, iteration))
+                    if parent and (run, parent) not in seen:
+                        todo.add((run, parent))
+    return pd.DataFrame(found, columns=columns)
+
+
+def dataframe(
+    *names: str, where: str | None = None, project: Project | str | Path | None = None
+) -> pd.DataFrame:
+    """Logged values as a table: one row per run and loop coordinate (see module docstring).
+
+    With no names: one row per run with its args and the last value of each metric logged outside
+    every loop. ``where`` is an SQL condition over the result's columns (``"lr > 1e-3 AND epoch >= 5"``).
+    """
+    store = open_store(project)
+    runs_table = _runs_table(store)[["run", *RUN_COLUMNS]]
+    args = _args_long(store)
+    if not names:
+        top = store.fetch(
+            "SELECT run, name, vtype, value_num, value_text, seq FROM logs WHERE ctx_id = 0 ORDER BY seq"
+        )
+        top_frame = pd.DataFrame(
+            top, columns=["run", "name", "vtype", "value_num", "value_text", "seq"]
+        )
+        if not top_frame.empty:
+            top_frame["value"] = _decode(top_frame).astype(object)
+        both = pd.concat(
+            [
+                args[["run", "name", "value"]],
+                top_frame[["run", "name", "value"]] if not top_frame.empty else None,
+            ]
+        )
+        frame = runs_table.merge(
+            _wide(both.astype({"value": object})), left_on="run", right_index=True, how="left"
+        )
+        return _finish(frame.drop(columns=["run"]), where)
+
+    names = tuple(dict.fromkeys(names))
+    logs = _log_rows(store, names)
+    arg_names = [n for n in names if n in set(args["name"])]
+    nested_frame: pd.DataFrame | None = None
+    run_values = pd.DataFrame(columns=["run", "name", "value"])
+    if not logs.empty:
+        logs = logs.sort_values(["recorded", "seq"], kind="stable")
+        logs = logs.drop_duplicates(["run", "ctx_id", "name"], keep="last")
+        logs["value"] = _decode(logs)
+        run_level = logs["ctx_id"] == 0
+        if not bool(run_level.all()):
+            nested_frame = _pivot_nested(store, logs.loc[~run_level])
+        run_values = logs.loc[run_level, ["run", "name", "value"]]
+    run_values = pd.concat(
+        [run_values, args.loc[args["name"].isin(arg_names), ["run", "name", "value"]]]
+    )
+    run_wide = _wide(run_values.astype({"value": object})) if not run_values.empty else None
+    if nested_frame is not None:
+        frame = nested_frame
+        if run_wide is not None:
+            frame = frame.merge(run_wide, left_on="run", right_index=True, how="left")
+    elif run_wide is not None:
+        frame = run_wide.reset_index()
+    else:
+        frame = pd.DataFrame(columns=["run"])
+    frame = runs_table.merge(frame, on="run", how="inner")
+    for name in names:
+        if name not in frame.columns:
+            frame[name] = np.nan
+    loop_cols = [
+        c
+        for c in frame.columns
+        if c not in names and c not in RUN_COLUMNS and c not in ("run", "_order")
+    ]
+    frame = frame.sort_values(["run", "_order"] if "_order" in frame else ["run"], kind="stable")
+    frame = frame[[*RUN_COLUMNS, *loop_cols, *names]]
+    for name in names:  # object columns of plain numbers become numeric again after the merges
+        if frame[name].dtype == object:
+            with contextlib.suppress(ValueError, TypeError):
+                frame[name] = pd.to_numeric(frame[name])
+    return _finish(frame, where)
+
+
+def _pivot_nested(store: Store, nested: pd.DataFrame) -> pd.DataFrame:
+    """Pivot nested-loop rows to one row per (run, ctx) with a column per loop and per name."""
+    keys = nested[["run", "ctx_id", "parent_id", "loop", "iteration"]].drop_duplicates(
+        ["run", "ctx_id"]
+    )
+    keys = keys.reset_index(drop=True)
+    coords = keys[["run", "ctx_id"]].copy()
+    ancestry = _ancestors(store, keys)
+    level = keys.rename(columns={"parent_id": "parent"})[["run", "parent", "loop", "iteration"]]
+    depth_of: dict[str, int] = {}
+    depth = 0
+    while True:
+        for loop_name in level["loop"].dropna().unique():
+            mask = (level["loop"] == loop_name).to_numpy()
+            column = (
+                coords[loop_name]
+                if loop_name in coords
+                else pd.Series(pd.NA, index=coords.index, dtype="Int64")
+            )
+            coords[loop_name] = column.mask(mask, level["iteration"]).astype("Int64")
+            depth_of[loop_name] = max(depth_of.get(loop_name, 0), depth)
+        parents = level["parent"].fillna(0)
+        if ancestry.empty or not bool((parents != 0).any()):
+            break
+        level = (
+            level[["run", "parent"]]
+            .merge(ancestry, left_on=["run", "parent"], right_on=["run", "ctx_id"], how="left")[
+                ["run", "parent_id", "loop", "iteration"]
+            ]
+            .rename(columns={"parent_id": "parent"})
+        )
+        depth += 1
+    loop_columns = sorted(depth_of, key=lambda name: -depth_of[name])
+    for column in loop_columns:
+        if not coords[column].isna().any():
+            coords[column] = coords[column].astype("int64")
+    values = nested.pivot(index=["run", "ctx_id"], columns="name", values="value")
+    values.columns.name = None
+    out = coords[["run", "ctx_id", *loop_columns]].merge(
+        values, left_on=["run", "ctx_id"], right_index=True, how="left"
+    )
+    out["_order"] = out["ctx_id"]
+    return out.drop(columns=["ctx_id"])
+
+
+def _finish(frame: pd.DataFrame, where: str | None) -> pd.DataFrame:
+    frame = frame.copy()
+    _to_datetime(frame, "start_time")
+    if where:
+        frame = filter_frame(frame, where)
+    return frame.drop(columns=[c for c in ("_order",) if c in frame]).reset_index(drop=True)
