@@ -99,6 +99,90 @@ timings = Table(
     Index("ix_timings_run", "run"),
 )
 
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("run", Integer, nullable=False),
+    Column(
+        "ctx_id", Integer, nullable=False
+    ),  # the iteration the exited loop ran in (0: top level)
+    Column("loop", Text, nullable=False),  # the loop whose exit this checkpoint restores
+    Column("iteration", Integer),  # main-loop iteration index it belongs to (NULL: main loop exit)
+    Column("manifest", String(80), nullable=False),  # object-store digest of the manifest
+    Column("bytes_total", Integer),
+    Column("bytes_new", Integer),  # after deduplication
+    Column("capture_seconds", Float),  # on the training thread
+    Column("write_seconds", Float),  # on the background writer
+    UniqueConstraint("run", "ctx_id", "loop"),
+)
+
+replays = Table(
+    "replays",
+    metadata,
+    Column("replay_id", String(32), primary_key=True),
+    Column("created", Float, nullable=False),
+    Column("finished", Float),
+    Column("status", String(16), nullable=False),  # planned | running | finished | failed
+    Column("names", Text),  # JSON list of the new statements' names
+    Column("statements", Text),  # the inserted source text
+    Column("script", Text),
+    Column("where_clause", Text),
+    Column("workers", Integer),
+    Column("plan", Text),  # JSON: levels, tasks, cost basis
+    Column("estimate_seconds", Float),
+    Column("actual_seconds", Float),
+    Column("error", Text),
+)
+
+replay_tasks = Table(
+    "replay_tasks",
+    metadata,
+    Column("replay_id", String(32), nullable=False),
+    Column("task_id", Integer, nullable=False),
+    Column("run_id", String(32), nullable=False),
+    Column("version", String(64)),
+    Column("level", String(16)),  # prefix | outer | inner | suffix
+    Column("iterations", Text),  # JSON [first, last] main-loop iterations, or null
+    Column("status", String(16), nullable=False),  # pending | running | done | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("progress", Float),  # 0..1 while running
+    Column("estimate_seconds", Float),
+    Column("actual_seconds", Float),
+    Column("started", Float),
+    Column("finished", Float),
+    Column("log", Text),  # tail of the worker's output, kept on failure
+    UniqueConstraint("replay_id", "task_id"),
+)
+
+replay_runs = Table(
+    "replay_runs",
+    metadata,
+    Column("replay_id", String(32), nullable=False),
+    Column("run_id", String(32), nullable=False),
+    Column("fidelity", String(16)),  # reproduced | diverged | unchecked | not_replayable
+    Column("compared", Integer),  # recorded values compared
+    Column("mismatches", Integer),
+    Column("max_abs_diff", Float),
+    Column("detail", Text),  # JSON: first divergences per name, or the reason it could not replay
+    Column("stored", Integer),  # new rows stored for this run
+    UniqueConstraint("replay_id", "run_id"),
+)
+
+propagations = Table(
+    "propagations",
+    metadata,
+    Column("replay_id", String(32), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("script", Text),
+    Column("line", Integer),  # where the statement landed in that version (1-based)
+    Column("scope", Text),  # JSON list: enclosing function / loop path
+    Column("renames", Text),  # JSON object old name -> new name
+    Column("confidence", Float),
+    Column("refused", Text),  # the reason, when propagation refused
+    Column("inserted", Text),  # the statement text as inserted
+    UniqueConstraint("replay_id", "version"),
+)
+
 meta = Table(
     "retrolog_meta",
     metadata,

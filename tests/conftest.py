@@ -1,0 +1,90 @@
+"""Shared fixtures: real git repositories, real scripts run in real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test User",
+    "GIT_AUTHOR_EMAIL": "test@example.com",
+    "GIT_COMMITTER_NAME": "Test User",
+    "GIT_COMMITTER_EMAIL": "test@example.com",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    env = dict(os.environ, **GIT_ENV)
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env
+    ).stdout
+
+
+def script_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("RETROLOG_DB", "RETROLOG_OBJECTS", "GIT_INDEX_FILE", "GIT_DIR"):
+        env.pop(key, None)
+    env["RETROLOG_PROGRESS"] = "0"
+    env["PYTHONWARNINGS"] = "default"
+    env.update(extra)
+    return env
+
+
+def write_script(project: Path, code: str, name: str = "train.py") -> Path:
+    path = project / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(code))
+    return path
+
+
+def run_python(
+    project: Path, script: str, *args: str, check: bool = True, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, script, *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=script_env(**env),
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"script failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A git repository with one commit, as the cwd; the store lives in its .retrolog/."""
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "README.md").write_text("# a project\n")
+    (repo / ".gitignore").write_text("data/\n")
+    git(repo, "add", "README.md", ".gitignore")
+    git(repo, "commit", "-q", "-m", "initial")
+    monkeypatch.chdir(repo)
+    for key in ("RETROLOG_DB", "RETROLOG_OBJECTS"):
+        monkeypatch.delenv(key, raising=False)
+    yield repo
+
+
+SIMPLE_TRAIN = """
+import random
+import retrolog
+
+lr = retrolog.arg("lr", 0.1)
+epochs = retrolog.arg("epochs", 3)
+random.seed(retrolog.arg("seed", 0))
+for epoch in retrolog.loop("epoch", range(epochs)):
+    for step in retrolog.loop("step", range(4)):
+        retrolog.log("loss", round(random.random() * lr, 6))
+    retrolog.log("acc", epoch / 10)
+retrolog.log("final", "done")
+"""

@@ -1,0 +1,41 @@
+"""The public surface is pinned: adding or removing a name must be a deliberate change."""
+
+import retrolog
+
+
+def test_all_is_pinned() -> None:
+    assert sorted(retrolog.__all__) == [
+        "ArgumentError",
+        "arg",
+        "checkpointing",
+        "commit",
+        "dataframe",
+        "iteration",
+        "log",
+        "loop",
+        "query",
+        "runs",
+    ]
+
+
+def test_every_exported_name_resolves_to_a_callable_or_class() -> None:
+    for name in retrolog.__all__:
+        assert callable(getattr(retrolog, name)), name
+
+
+def test_query_functions_are_not_shadowed_by_subpackages() -> None:
+    import retrolog.relational  # noqa: F401  (importing the engine must not replace the functions)
+
+    assert retrolog.query.__module__ == "retrolog.relational"
+    assert retrolog.dataframe.__module__ == "retrolog.relational.frames"
+
+
+def test_import_is_light() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, retrolog; print(sorted(m for m in ('pandas','sqlalchemy','torch','typer') if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"

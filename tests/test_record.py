@@ -1,0 +1,232 @@
+"""Recording real scripts in real subprocesses, then reading the store back."""
+
+from pathlib import Path
+
+import pandas as pd
+
+import retrolog
+
+from .conftest import SIMPLE_TRAIN, run_python, write_script
+
+
+def test_a_run_lands_with_its_loop_coordinates(project: Path) -> None:
+    write_script(project, SIMPLE_TRAIN)
+    run_python(project, "train.py", "--kwargs", "lr=0.5")
+    frame = retrolog.dataframe("lr", "loss")
+    assert list(frame.columns) == [
+        "run_id",
+        "start_time",
+        "version",
+        "script",
+        "epoch",
+        "step",
+        "lr",
+        "loss",
+    ]
+    assert len(frame) == 12
+    assert list(frame["epoch"]) == [0] * 4 + [1] * 4 + [2] * 4
+    assert list(frame["step"]) == [0, 1, 2, 3] * 3
+    assert (frame["lr"] == 0.5).all() and frame["script"].eq("train.py").all()
+    import random
+
+    random.seed(0)
+    expected = [round(random.random() * 0.5, 6) for _ in range(12)]
+    assert list(frame["loss"]) == expected
+
+
+def test_epoch_level_values_and_run_level_values(project: Path) -> None:
+    write_script(project, SIMPLE_TRAIN)
+    run_python(project, "train.py")
+    frame = retrolog.dataframe("acc", "final")
+    assert list(frame["epoch"]) == [0, 1, 2]
+    assert list(frame["acc"]) == [0.0, 0.1, 0.2]
+    assert (frame["final"] == "done").all()
+    one_row = retrolog.dataframe()
+    assert len(one_row) == 1
+    assert (
+        one_row.loc[0, "final"] == "done"
+        and one_row.loc[0, "lr"] == 0.1
+        and one_row.loc[0, "epochs"] == 3
+    )
+
+
+def test_mixed_levels_give_separate_rows(project: Path) -> None:
+    write_script(project, SIMPLE_TRAIN)
+    run_python(project, "train.py")
+    frame = retrolog.dataframe("loss", "acc")
+    epoch_rows = frame[frame["step"].isna()]
+    assert list(epoch_rows["acc"]) == [0.0, 0.1, 0.2] and epoch_rows["loss"].isna().all()
+    assert frame["loss"].notna().sum() == 12
+
+
+def test_iteration_context_manager_and_three_levels(project: Path) -> None:
+    write_script(
+        project,
+        """
+        import retrolog
+        docs = ["a.txt", "b.txt"]
+        for i, name in enumerate(docs):
+            with retrolog.iteration("doc", i, name):
+                for page in retrolog.loop("page", range(2)):
+                    for line in retrolog.loop("line", range(3)):
+                        retrolog.log("chars", i * 100 + page * 10 + line)
+        """,
+    )
+    run_python(project, "train.py")
+    frame = retrolog.dataframe("chars")
+    assert list(frame.columns[4:]) == ["doc", "page", "line", "chars"]
+    assert list(frame["chars"]) == [
+        d * 100 + p * 10 + l for d in range(2) for p in range(2) for l in range(3)
+    ]
+    values = retrolog.query("SELECT DISTINCT value FROM loops WHERE name = 'doc' ORDER BY value")
+    assert list(values["value"]) == ['"a.txt"', '"b.txt"']
+
+
+def test_log_returns_its_value_and_converts_tensors(project: Path) -> None:
+    write_script(
+        project,
+        """
+        import numpy as np, torch, retrolog
+        x = retrolog.log("t", torch.tensor(1.5))
+        assert float(x) == 1.5 and isinstance(x, torch.Tensor)
+        retrolog.log("n", np.float32(0.25))
+        retrolog.log("i", np.int64(7))
+        retrolog.log("b", True)
+        retrolog.log("none", None)
+        retrolog.log("conf", {"layers": [1, 2], "name": "mlp"})
+        retrolog.log("nan", float("nan"))
+        retrolog.log("big", 2**64)
+        """,
+    )
+    run_python(project, "train.py")
+    row = retrolog.dataframe("t", "n", "i", "b", "none", "conf", "nan", "big").iloc[0]
+    assert row["t"] == 1.5 and row["n"] == 0.25 and row["i"] == 7 and row["b"] == True  # noqa: E712
+    assert row["conf"] == {"layers": [1, 2], "name": "mlp"}
+    assert pd.isna(row["nan"]) and pd.isna(row["none"]) and row["big"] == 2**64
+
+
+def test_bad_names_and_values_warn_once_and_training_goes_on(project: Path) -> None:
+    write_script(
+        project,
+        """
+        import torch, retrolog
+        for i in retrolog.loop("i", range(3)):
+            retrolog.log("", 1.0)
+            retrolog.log(42, 1.0)
+            retrolog.log("weights", torch.ones(3))
+            retrolog.log("huge", "x" * (2 << 20))
+            retrolog.log("ok", i)
+        print("finished")
+        """,
+    )
+    proc = run_python(project, "train.py")
+    assert "finished" in proc.stdout
+    assert proc.stderr.count("ignored: names must not be empty") == 1
+    assert proc.stderr.count("names must be strings") == 1
+    assert proc.stderr.count("log('weights', ...) at train.py:6 not recorded") == 1
+    assert "1 MiB" in proc.stderr
+    assert list(retrolog.dataframe("ok")["ok"]) == [0, 1, 2]
+    assert retrolog.runs().loc[0, "status"] == "finished"
+
+
+def test_exception_marks_failed_and_keeps_every_row(project: Path) -> None:
+    write_script(
+        project,
+        """
+        import retrolog
+        for i in retrolog.loop("i", range(10)):
+            retrolog.log("x", i)
+            if i == 6:
+                raise RuntimeError("diverged")
+        """,
+    )
+    proc = run_python(project, "train.py", check=False)
+    assert proc.returncode == 1 and "diverged" in proc.stderr
+    run = retrolog.runs().iloc[0]
+    assert run["status"] == "failed" and "RuntimeError: diverged" in run["error"]
+    assert list(retrolog.dataframe("x")["x"]) == list(range(7))
+
+
+def test_keyboard_interrupt_and_sigterm_mark_interrupted(project: Path) -> None:
+    write_script(
+        project,
+        "import retrolog\nretrolog.log('a', 1)\nraise KeyboardInterrupt\n",
+        name="ctrl_c.py",
+    )
+    write_script(
+        project,
+        "import os, signal, retrolog\nretrolog.log('a', 1)\nos.kill(os.getpid(), signal.SIGTERM)\n",
+        name="term.py",
+    )
+    run_python(project, "ctrl_c.py", check=False)
+    proc = run_python(project, "term.py", check=False)
+    assert proc.returncode == -15
+    frame = retrolog.runs()
+    assert list(frame["status"]) == ["interrupted", "interrupted"]
+    assert retrolog.query("SELECT count(*) AS n FROM logs").loc[0, "n"] == 2
+
+
+def test_commit_ends_a_run_and_the_next_call_starts_another(project: Path) -> None:
+    write_script(
+        project,
+        """
+        import retrolog
+        retrolog.log("part", 1)
+        first = retrolog.commit()
+        retrolog.log("part", 2)
+        second = retrolog.commit()
+        assert first != second and first < second
+        print(first, second)
+        """,
+    )
+    proc = run_python(project, "train.py")
+    first, second = proc.stdout.split()
+    frame = retrolog.dataframe("part")
+    assert dict(zip(frame["run_id"], frame["part"])) == {first: 1, second: 2}
+
+
+def test_timings_cover_prefix_iterations_nested_loops_and_suffix(project: Path) -> None:
+    write_script(
+        project,
+        """
+        import time, retrolog
+        time.sleep(0.05)
+        for e in retrolog.loop("epoch", range(2)):
+            for s in retrolog.loop("step", range(2)):
+                time.sleep(0.01)
+            time.sleep(0.02)
+        time.sleep(0.03)
+        """,
+    )
+    run_python(project, "train.py")
+    t = retrolog.query(
+        "SELECT kind, loop, iteration, seconds, count FROM timings ORDER BY kind, iteration"
+    )
+    kinds = t.groupby("kind").size().to_dict()
+    assert kinds == {"iteration": 2, "main": 1, "nested": 2, "prefix": 1, "suffix": 1}
+    seconds = dict(zip(t["kind"], t["seconds"]))
+    assert seconds["prefix"] >= 0.05 and seconds["suffix"] >= 0.03
+    iterations = t[t["kind"] == "iteration"]["seconds"]
+    assert (iterations >= 0.04).all()
+    nested = t[t["kind"] == "nested"]
+    assert (nested["seconds"] >= 0.02).all() and (nested["count"] == 2).all()
+
+
+def test_notebook_cells_are_runs(project: Path) -> None:
+    write_script(
+        project,
+        """
+        from IPython.testing.globalipapp import start_ipython
+        shell = start_ipython()
+        shell.run_cell("import retrolog")
+        shell.run_cell("retrolog.log('cell', 1)")
+        shell.run_cell("retrolog.log('cell', 2)")
+        shell.run_cell("print('no retrolog here')")
+        shell.run_cell("retrolog.log('cell', 3); 1/0")
+        """,
+        name="nb.py",
+    )
+    run_python(project, "nb.py")
+    runs = retrolog.runs()
+    assert list(runs["status"]) == ["finished", "finished", "failed"]
+    assert list(retrolog.dataframe("cell")["cell"]) == [1, 2, 3]
