@@ -76,7 +76,7 @@ def test_iteration_context_manager_and_three_levels(project: Path) -> None:
     frame = retrolog.dataframe("chars")
     assert list(frame.columns[4:]) == ["doc", "page", "line", "chars"]
     assert list(frame["chars"]) == [
-        d * 100 + p * 10 + l for d in range(2) for p in range(2) for l in range(3)
+        d * 100 + p * 10 + n for d in range(2) for p in range(2) for n in range(3)
     ]
     values = retrolog.query("SELECT DISTINCT value FROM loops WHERE name = 'doc' ORDER BY value")
     assert list(values["value"]) == ['"a.txt"', '"b.txt"']

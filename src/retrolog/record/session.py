@@ -46,7 +46,7 @@ class RunSession:
         self.run_id = new_run_id()
         self.pid = os.getpid()
         self.start_time = time.time()
-        self._t0 = time.perf_counter()
+        self._t0 = time.perf_counter() - _seconds_since_process_start()
         self.script = script
         self.overrides = overrides
         self.unused_overrides = set(overrides)
@@ -352,6 +352,17 @@ class RunSession:
             )
         except OSError as exc:
             warnings.warn(f"retrolog: could not save this run's logs anywhere: {exc}", stacklevel=2)
+
+
+def _seconds_since_process_start() -> float:
+    """How long this process has been alive (Linux /proc), so the prefix includes imports; else 0."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
 
 
 def _item_value(item: Any) -> str | None:

@@ -93,6 +93,8 @@ def _json_default(obj: Any) -> Any:
 
 def from_cell(vtype: str, number: float | None, text: str | None) -> Any:
     """Decode a store cell back into the Python value that was logged."""
+    if number is not None and number != number:  # NULL read through pandas arrives as NaN
+        number = None
     if vtype == "f":
         return float(text) if number is None and text is not None else number
     if vtype == "i":

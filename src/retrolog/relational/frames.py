@@ -30,27 +30,13 @@ def _bind_list(prefix: str, items: Sequence[Any]) -> tuple[str, dict[str, Any]]:
 
 
 def _decode(frame: pd.DataFrame) -> pd.Series:
-    """Vectorised decode of (vtype, value_num, value_text) cells into one column."""
+    """Decode (vtype, value_num, value_text) cells into one column; vectorised for plain numbers."""
     vtype = frame["vtype"]
-    numeric = vtype.isin(["f", "i"]) & frame["value_num"].notna()
-    if bool(numeric.all()):
-        values = frame["value_num"]
-        if bool((vtype == "i").all()):
-            return values.astype("int64")
-        return values
-    out = pd.Series([None] * len(frame), index=frame.index, dtype=object)
-    slow = frame.loc[~numeric]
-    out.loc[numeric] = frame.loc[numeric, "value_num"].where(
-        vtype[numeric] != "i", frame.loc[numeric, "value_num"].map(int)
-    )
-    out.loc[~numeric] = [
-        from_cell(t, n, x)
-        for t, n, x in zip(slow["vtype"], slow["value_num"], slow["value_text"], strict=False)
-    ]
-    try:
-        return pd.to_numeric(out)
-    except (ValueError, TypeError):
-        return out
+    numbers = frame["value_num"]
+    if bool((vtype.isin(["f", "i"]) & numbers.notna()).all()):
+        return numbers.astype("int64") if bool((vtype == "i").all()) else numbers
+    values = [from_cell(t, n, x) for t, n, x in zip(vtype, numbers, frame["value_text"])]
+    return pd.Series(values, index=frame.index, dtype=object)
 
 
 def _runs_table(store: Store) -> pd.DataFrame:

@@ -150,11 +150,11 @@ class GitRepo:
 
     def _commit_tree(self, tree: str, parent: str | None, message: str) -> str:
         if parent:
-            date = self._out("show", "-s", "--format=%ct %z", parent)
+            date = "@" + self._out("show", "-s", "--format=%ct %z", parent)
             if parent and self._out("rev-parse", f"{parent}^{{tree}}") == tree:
                 return parent  # clean tree: the version is the user's own commit
         else:
-            date = "0 +0000"
+            date = "@1000000000 +0000"  # any fixed date: versions depend on content only
         env = dict(_IDENTITY, GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date)
         args = ["commit-tree", tree, "-m", message]
         if parent:
