@@ -70,6 +70,9 @@ def test_recovery_is_idempotent_and_not_fooled_by_live_runs(project: Path) -> No
     assert proc.stdout is not None
     for _ in range(150):
         proc.stdout.readline()
+    deadline = time.monotonic() + 20
+    while retrolog.runs().empty and time.monotonic() < deadline:  # the store writer may lag
+        time.sleep(0.2)
     assert retrolog.runs().iloc[0]["status"] == "running"  # alive: its journal stays locked
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -23,6 +23,7 @@ from .._warn import warn_once
 from ..project import find_project
 from . import values as V
 from .args import ArgumentError, cast_like, extract_kwargs
+from .replay_session import REPLAY_ENV, ReplaySession, TaskSpec
 from .session import RunSession
 
 T = TypeVar("T")
@@ -45,7 +46,12 @@ def _begin() -> RunSession:
             argv, _overrides = extract_kwargs(sys.argv)
             sys.argv[:] = argv
         project = find_project()
-        _session = RunSession(project, _script_name(project.root), list(sys.argv), dict(_overrides))
+        script = _script_name(project.root)
+        spec_path = os.environ.get(REPLAY_ENV)
+        if spec_path:
+            _session = ReplaySession(project, script, list(sys.argv), TaskSpec.load(spec_path))
+        else:
+            _session = RunSession(project, script, list(sys.argv), dict(_overrides))
         _install_hooks()
         return _session
 

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +61,11 @@ class RunSession:
         self.main_loop_started = False
         self._main_loop_end: float | None = None
         self.checkpoint_objects: dict[str, Any] = {}
+        self.main_index: int | None = None
+        self.checkpoint_budget = _budget_from_env()
+        self._checkpointer: Any = None
+        self._checkpointer_failed = False
+        self._last_opportunity = time.perf_counter()
         # background state
         self._seq = 0
         self._unstored: list[list[Any]] = []
@@ -72,8 +77,7 @@ class RunSession:
         self.error: str | None = None
         self.events.append(("run", self._facts(argv)))
         try:
-            project.ensure_data_dir()
-            self._journal = Journal(project.journal_dir / (self.run_id + SUFFIX))
+            self._journal = self._open_journal()
         except OSError as exc:
             warn_once(
                 "journal",
@@ -81,6 +85,10 @@ class RunSession:
                 "keeping this run's logs in memory until it ends",
             )
         self._stop = threading.Event()
+        self._store_wanted = threading.Event()
+        self._ingest_lock = threading.Lock()
+        self._storer = threading.Thread(target=self._store_loop, name="retrolog-store", daemon=True)
+        self._storer.start()
         self._versioner = threading.Thread(
             target=self._snapshot, name="retrolog-version", daemon=True
         )
@@ -89,6 +97,10 @@ class RunSession:
             target=self._flush_loop, name="retrolog-flush", daemon=True
         )
         self._flusher.start()
+
+    def _open_journal(self) -> Journal | None:
+        self.project.ensure_data_dir()
+        return Journal(self.project.journal_dir / (self.run_id + SUFFIX))
 
     def _facts(self, argv: list[str]) -> dict[str, Any]:
         return {
@@ -113,17 +125,26 @@ class RunSession:
 
     def loop(self, name: str, iterable: Iterable[Any]) -> Iterator[Any]:
         """Yield the items of ``iterable`` inside a context per iteration (see api.loop)."""
-        parent, depth = self.ctx, self.depth
-        is_main = depth == 0 and not self.main_loop_started
+        is_main = self.depth == 0 and not self.main_loop_started
         if is_main:
             self._start_main_loop()
+        return self._iterate(name, iterable, is_main)
+
+    def _iterate(
+        self, name: str, iterable: Iterable[Any], is_main: bool
+    ) -> Generator[Any, None, None]:
+        parent, depth = self.ctx, self.depth
+        if is_main:
             iterable = _maybe_progress(name, iterable)
         loop_start = time.perf_counter()
         count = 0
+        completed = False
         try:
             for index, item in enumerate(iterable):
                 cid = self.new_context(name, index, item)
                 self.ctx, self.depth = cid, depth + 1
+                if is_main:
+                    self.main_index = index
                 iter_start = time.perf_counter()
                 yield item
                 self.ctx, self.depth = parent, depth
@@ -140,6 +161,7 @@ class RunSession:
                             None,
                         )
                     )
+            completed = True
         finally:
             self.ctx, self.depth = parent, depth
             elapsed = time.perf_counter() - loop_start
@@ -148,6 +170,9 @@ class RunSession:
                 self.events.append(("timing", "main", name, parent, None, elapsed, count))
             elif depth >= 1:
                 self.events.append(("timing", "nested", name, parent, None, elapsed, count))
+            # Only a loop that ran to its end is a restorable exit (a break or an exception is not).
+            if completed and self.checkpoint_objects and (is_main or depth == 1):
+                self._loop_exited(name, parent, is_main)
 
     def _start_main_loop(self) -> None:
         self.main_loop_started = True
@@ -162,6 +187,74 @@ class RunSession:
                 f"--kwargs gives unknown argument(s) {', '.join(sorted(self.unused_overrides))}; "
                 f"this script's args are: {known}"
             )
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def _loop_exited(self, name: str, parent: int, is_main: bool) -> None:
+        """Offer a checkpoint of the registered objects at this loop exit (policy decides)."""
+        now = time.perf_counter()
+        work, self._last_opportunity = now - self._last_opportunity, now
+        checkpointer = self._get_checkpointer()
+        if checkpointer is None:
+            return
+        key = f"{self.run_id}/{name}@{parent}"
+        objects = dict(self.checkpoint_objects)
+        main_index = None if is_main else self.main_index
+        try:
+            if is_main:  # the main loop exits once: always save, replay's suffix level needs it
+                future = checkpointer.save(key, objects)
+            else:
+                future = checkpointer.opportunity(key, objects, work)
+        except Exception as exc:
+            warn_once(
+                "checkpoint",
+                f"retrolog: checkpointing failed ({exc!r}); training continues without it",
+            )
+            return
+        if future is not None:
+            future.add_done_callback(
+                lambda f: self._checkpoint_written(f, parent, name, main_index)
+            )
+        self._last_opportunity = time.perf_counter()
+
+    def _get_checkpointer(self) -> Any:
+        if self._checkpointer is None and not self._checkpointer_failed:
+            try:
+                from ..checkpoint import Checkpointer, CheckpointPolicy
+                from ..objects import open_object_store
+
+                store = open_object_store(self.project.objects_url)
+                policy = CheckpointPolicy(budget=self.checkpoint_budget)
+                self._checkpointer = Checkpointer(store, policy=policy)
+            except Exception as exc:
+                self._checkpointer_failed = True
+                warn_once(
+                    "checkpoint-open",
+                    f"retrolog: cannot checkpoint into {self.project.objects_url} "
+                    f"({exc}); training continues, replay will re-execute instead of restoring",
+                )
+        return self._checkpointer
+
+    def _checkpoint_written(
+        self, future: Any, parent: int, name: str, main_index: int | None
+    ) -> None:
+        # Runs on the writer thread: a list append is all it does.
+        if future.cancelled() or future.exception() is not None:
+            return
+        manifest = future.result()
+        stats = manifest.stats
+        self.events.append(
+            (
+                "ckpt",
+                parent,
+                name,
+                main_index,
+                manifest.digest,
+                stats.total_bytes,
+                stats.new_bytes,
+                stats.capture_seconds,
+                stats.write_seconds,
+            )
+        )
 
     # -- values ----------------------------------------------------------------------------
     def log_slow(self, name: Any, value: Any) -> Any:
@@ -272,12 +365,14 @@ class RunSession:
         return out
 
     def flush(self) -> None:
-        """Move buffered rows to the journal and the store. Never raises."""
+        """Move buffered rows to the journal and wake the store writer. Never raises.
+
+        Journaling and storing run on separate threads, so a slow store (first import of
+        SQLAlchemy, a long lock wait) never delays the journal past its one-second promise.
+        """
         with self._flush_lock:
             try:
                 batch = self._drain()
-                if not batch and not self._unstored:
-                    return
                 if batch and self._journal is not None:
                     try:
                         self._journal.append(batch)
@@ -288,28 +383,37 @@ class RunSession:
                         )
                         self._journal = None
                 self._unstored.extend(batch)
-                self._ingest()
             except Exception as exc:  # the flusher must survive anything
                 warn_once("flush", f"retrolog: background flush failed: {exc!r}")
+        if self._unstored:
+            self._store_wanted.set()
+
+    def _store_loop(self) -> None:
+        while not self._stop.is_set():
+            self._store_wanted.wait()
+            self._store_wanted.clear()
+            self._ingest()
 
     def _ingest(self) -> None:
-        if not self._unstored:
-            return
-        try:
-            if self._store is None:
-                from ..store import Store
+        """Write journaled events to the store; on failure keep them for the next try."""
+        with self._ingest_lock:
+            count = len(self._unstored)
+            if not count:
+                return
+            try:
+                if self._store is None:
+                    from ..store import Store
 
-                self._store = Store(self.project.db_url)
-            self._store.ingest(self.run_id, self._unstored)
-            self._unstored = []
-        except Exception as exc:
-            # Keep them: the next flush retries, and at the end the journal (or a rescue file)
-            # holds whatever never reached the store.
-            warn_once(
-                "store",
-                f"retrolog: cannot write to the store {self.project.db_url} ({exc}); "
-                "logs are kept in the journal and stored by the next retrolog command",
-            )
+                    self._store = Store(self.project.db_url)
+                self._store.ingest(self.run_id, self._unstored[:count])
+                del self._unstored[:count]
+            except Exception as exc:
+                # The journal (or, at the end, a rescue file) holds whatever never reached the store.
+                warn_once(
+                    "store",
+                    f"retrolog: cannot write to the store {self.project.db_url} ({exc}); "
+                    "logs are kept in the journal and stored by the next retrolog command",
+                )
 
     # -- end of life -----------------------------------------------------------------------
     def close(self, status: str = "finished", error: str | None = None) -> None:
@@ -326,18 +430,30 @@ class RunSession:
                 ("timing", "prefix", None, 0, None, time.perf_counter() - self._t0, None)
             )
         self._versioner.join(timeout=60)
+        if self._checkpointer is not None:
+            try:
+                self._checkpointer.close()  # waits for queued checkpoints; their events follow
+            except Exception as exc:
+                warn_once("checkpoint-close", f"retrolog: finishing checkpoints failed: {exc!r}")
         self._stop.set()
+        self._store_wanted.set()
         self._flusher.join(timeout=30)
+        self._storer.join(timeout=60)
         self.events.append(("run", {"packages": _package_versions()}))
         self.events.append(("end", status, time.time(), error))
         self.status, self.error = status, error
         self.flush()
+        self._ingest()
         if self._journal is not None:
-            self._journal.close(delete=not self._unstored)
+            self._journal.close(delete=self._journal_disposable())
         elif self._unstored:
             self._rescue()
         if self._store is not None:
             self._store.dispose()
+
+    def _journal_disposable(self) -> bool:
+        """The journal may go once everything in it reached the store."""
+        return not self._unstored
 
     def _rescue(self) -> None:
         path = Path(tempfile.gettempdir()) / f"retrolog-rescue-{self.run_id}{SUFFIX}"
@@ -352,6 +468,21 @@ class RunSession:
             )
         except OSError as exc:
             warnings.warn(f"retrolog: could not save this run's logs anywhere: {exc}", stacklevel=2)
+
+
+def _budget_from_env() -> float:
+    raw = os.environ.get("RETROLOG_CHECKPOINT_BUDGET", "0.05")
+    try:
+        value = float(raw)
+        if value > 0:
+            return value
+    except ValueError:
+        pass
+    warn_once(
+        "budget",
+        f"retrolog: RETROLOG_CHECKPOINT_BUDGET={raw!r} is not a positive number; using 0.05",
+    )
+    return 0.05
 
 
 def _seconds_since_process_start() -> float:

@@ -111,6 +111,7 @@ class Store:
         ``(seq, "ctx", ctx_id, parent_id, depth, name, iteration, value_json, start_time)``,
         ``(seq, "log", ctx_id, name, vtype, num, text)``,
         ``(seq, "timing", kind, loop, ctx_id, iteration, seconds, count)``,
+        ``(seq, "ckpt", ctx_id, loop, main_iteration, manifest, bytes_total, bytes_new, capture_s, write_s)``,
         ``(seq, "end", status, end_time, error)``. Returns the number of events applied.
         """
         runs_t = schema.runs
@@ -130,7 +131,7 @@ class Store:
             if not fresh:
                 return 0
             facts: dict[str, Any] = {}
-            arg_rows, ctx_rows, log_rows, timing_rows = [], [], [], []
+            arg_rows, ctx_rows, log_rows, timing_rows, ckpt_rows = [], [], [], [], []
             for ev in fresh:
                 kind = ev[1]
                 if kind == "log":
@@ -181,6 +182,20 @@ class Store:
                             "count": ev[7],
                         }
                     )
+                elif kind == "ckpt":
+                    ckpt_rows.append(
+                        {
+                            "run": run_key,
+                            "ctx_id": ev[2],
+                            "loop": ev[3],
+                            "iteration": ev[4],
+                            "manifest": ev[5],
+                            "bytes_total": ev[6],
+                            "bytes_new": ev[7],
+                            "capture_seconds": ev[8],
+                            "write_seconds": ev[9],
+                        }
+                    )
                 elif kind == "run":
                     facts.update(_run_facts(ev[2]))
                 elif kind == "end":
@@ -193,6 +208,8 @@ class Store:
                 conn.execute(insert(schema.logs), log_rows)
             if timing_rows:
                 conn.execute(insert(schema.timings), timing_rows)
+            if ckpt_rows:
+                conn.execute(self._insert_ignore(schema.checkpoints), ckpt_rows)
             facts["last_seq"] = max(ev[0] for ev in fresh)
             conn.execute(update(runs_t).where(runs_t.c.id == run_key).values(**facts))
         return len(fresh)

@@ -98,7 +98,10 @@ class GitRepo:
         """Commit the working tree's source as it is now onto ``refs/retrolog/runs/<run_id>``."""
         head = self.head()
         branch = self.branch()
-        with tempfile.TemporaryDirectory(prefix="retrolog-index-") as tmp:
+        # mkdtemp, not TemporaryDirectory: this runs on a thread that may outlive the
+        # atexit finalizers which would delete a TemporaryDirectory under it.
+        tmp = tempfile.mkdtemp(prefix="retrolog-index-")
+        try:
             index = Path(tmp) / "index"
             env = {"GIT_INDEX_FILE": str(index)}
             user_index = self.root / self._out("rev-parse", "--git-path", "index")
@@ -141,6 +144,8 @@ class GitRepo:
                     input=b"\0".join(remove) + b"\0",
                 )
             tree = self._out("write-tree", env=env)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         dirty = bool(add or remove)
         version = self._commit_tree(tree, head, message)
         self._git("update-ref", REF_PREFIX + run_id, version)

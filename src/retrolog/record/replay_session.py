@@ -1,0 +1,187 @@
+"""The recording runtime in replay mode: the same script, re-run under a replay task's plan.
+
+The coordinator (``retrolog.replaying``) starts the old version of a script with
+``RETROLOG_REPLAY=<task spec JSON>``. Here, ``arg`` returns the run's recorded values, the main
+loop runs only as far as the task needs, nested loops are either re-executed or skipped by
+restoring the checkpoint taken at their exit, and every logged row goes to the task's output file
+(the coordinator compares and stores them). Nothing is written to the store or to git.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._warn import warn_once
+from ..project import Project
+from .journal import Journal
+from .session import RunSession
+
+REPLAY_ENV = "RETROLOG_REPLAY"
+
+
+class ReplayDone(SystemExit):
+    """Raised out of the main loop when the task's work is done (exit status 0)."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+
+@dataclass
+class TaskSpec:
+    """What one replay task must do; written by the planner, read by the worker."""
+
+    replay_id: str
+    task_id: int
+    run_id: str
+    level: str  # prefix | outer | inner | suffix | full
+    output: str
+    progress: str
+    objects_url: str
+    args: dict[str, Any] = field(default_factory=dict)
+    last_iteration: int | None = None  # stop after this main-loop iteration (None: run them all)
+    full_from: int | None = None  # main-loop iterations >= this re-execute their nested loops
+    skip_main_loop: bool = False  # restore the main loop's exit checkpoint instead of running it
+    stop_at_main_loop: bool = False  # prefix level: the work ends where the main loop starts
+    stop_after_main_loop: bool = True  # everything but suffix/full: the suffix is not needed
+    reexecute_loops: list[str] = field(default_factory=list)  # nested loops never to skip
+    checkpoints: list[tuple[int, str, str]] = field(
+        default_factory=list
+    )  # (main iter, loop, manifest)
+    main_exit: str | None = None  # manifest of the main loop's exit
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TaskSpec:
+        data = json.loads(Path(path).read_text())
+        data["checkpoints"] = [tuple(c) for c in data.get("checkpoints", [])]
+        return cls(**data)
+
+
+class ReplaySession(RunSession):
+    """A RunSession whose sink is the task's output file and whose loops follow the task spec."""
+
+    def __init__(self, project: Project, script: str, argv: list[str], spec: TaskSpec) -> None:
+        self.spec = spec
+        self._checkpoint_by_iteration = {
+            (int(i), loop): digest for i, loop, digest in spec.checkpoints
+        }
+        self._reexecute = set(spec.reexecute_loops)
+        self._objects: Any = None
+        self.fallbacks: list[str] = []
+        super().__init__(project, script, argv, overrides={})
+        self.args.update(spec.args)
+
+    # -- sinks: the output file only ---------------------------------------------------------
+    def _open_journal(self) -> Journal | None:
+        return Journal(Path(self.spec.output))
+
+    def _snapshot(self) -> None:
+        return None
+
+    def _ingest(self) -> None:
+        self._unstored.clear()
+
+    def _loop_exited(self, name: str, parent: int, is_main: bool) -> None:
+        return None
+
+    def _journal_disposable(self) -> bool:
+        return False  # the output file is the task's result
+
+    def record_arg(self, name: str, value: Any) -> None:
+        return None
+
+    def _start_main_loop(self) -> None:
+        self.main_loop_started = True
+        self.events.append(
+            ("timing", "prefix", None, 0, None, time.perf_counter() - self._t0, None)
+        )
+
+    # -- control flow ------------------------------------------------------------------------
+    def loop(self, name: str, iterable: Iterable[Any]) -> Iterator[Any]:
+        is_main = self.depth == 0 and not self.main_loop_started
+        if is_main:
+            return self._main_loop(name, iterable)
+        if self.depth == 1 and self._may_skip(name) and self._restore_exit(name):
+            return iter(())
+        return self._iterate(name, iterable, is_main=False)
+
+    def _may_skip(self, name: str) -> bool:
+        if name in self._reexecute or self.main_index is None:
+            return False
+        return self.spec.full_from is None or self.main_index < self.spec.full_from
+
+    def _main_loop(self, name: str, iterable: Iterable[Any]) -> Iterator[Any]:
+        spec = self.spec
+        self._start_main_loop()
+        if spec.stop_at_main_loop:
+            self.close("finished")
+            raise ReplayDone()
+        if spec.skip_main_loop:
+            if spec.main_exit and self._restore(spec.main_exit, f"{name} (main loop exit)"):
+                return
+            self.fallbacks.append(
+                f"main loop {name!r}: re-executed (its exit checkpoint is unavailable)"
+            )
+        total = spec.last_iteration + 1 if spec.last_iteration is not None else None
+        inner = self._iterate(name, iterable, is_main=True)
+        try:
+            for item in inner:
+                self._progress(self.main_index, total)
+                yield item
+                if (
+                    spec.last_iteration is not None
+                    and self.main_index is not None
+                    and (self.main_index >= spec.last_iteration)
+                ):
+                    break
+        finally:
+            inner.close()
+        if spec.stop_after_main_loop:
+            self.close("finished")
+            raise ReplayDone()
+
+    def _restore_exit(self, name: str) -> bool:
+        assert self.main_index is not None
+        digest = self._checkpoint_by_iteration.get((self.main_index, name))
+        if digest is None:
+            self.fallbacks.append(f"{name}@{self.main_index}: no checkpoint, re-executed")
+            return False
+        return self._restore(digest, f"{name}@{self.main_index}")
+
+    def _restore(self, digest: str, what: str) -> bool:
+        """Load a checkpoint into the registered objects; False (and re-execution) on any failure."""
+        try:
+            from ..checkpoint import restore
+            from ..objects import open_object_store
+
+            if self._objects is None:
+                self._objects = open_object_store(self.spec.objects_url)
+            if not self.checkpoint_objects:
+                raise RuntimeError("no objects are registered with retrolog.checkpointing() here")
+            restore(self._objects, digest, dict(self.checkpoint_objects))
+            self.events.append(("restored", what, digest))
+            return True
+        except Exception as exc:
+            warn_once(
+                f"restore:{digest}",
+                f"retrolog replay: cannot restore {what} ({exc}); re-executing it",
+            )
+            self.fallbacks.append(f"{what}: checkpoint unavailable ({exc}); re-executed")
+            return False
+
+    def _progress(self, index: int | None, total: int | None) -> None:
+        with contextlib.suppress(OSError):
+            Path(self.spec.progress).write_text(json.dumps({"iteration": index, "total": total}))
+
+    def close(self, status: str = "finished", error: str | None = None) -> None:
+        if not self._closed:
+            self.events.append(("replay", {"fallbacks": self.fallbacks}))
+        super().close(status, error)
