@@ -203,6 +203,69 @@ def show_command(
             console.print(report.get("diff_note") or "(code identical to HEAD)")
 
 
+@app.command("replay")
+def replay_command(
+    names: Annotated[
+        list[str], typer.Argument(help="Names logged by the new statements in today's script.")
+    ],
+    where: WhereOption = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-j", help="Parallel tasks (default: cores).")
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Run without asking to confirm the plan.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan and stop.")] = False,
+    script: Annotated[
+        str | None, typer.Option("--script", help="The script, when several are recorded.")
+    ] = None,
+    accept_divergence: Annotated[
+        bool,
+        typer.Option("--accept-divergence", help="Store new values even where replay diverged."),
+    ] = False,
+    tolerance: Annotated[
+        float, typer.Option("--tolerance", help="Relative tolerance for float fidelity.")
+    ] = 1e-6,
+    project: ProjectOption = None,
+) -> None:
+    """Fill in values of new log statements for past runs, replaying only the work they need."""
+    from rich.console import Console
+
+    from .replaying import ReplayError, replay
+    from .replaying.render import confirm_plan, progress_display, render_report, show_plan
+
+    console = Console(stderr=True)
+    if dry_run:
+        try:
+            report = replay(
+                names, where=where, workers=workers, project=project, script=script, dry_run=True
+            )
+        except ReplayError as exc:
+            _fail(str(exc))
+        show_plan(Console(), report.plan)
+        return
+    try:
+        with progress_display(console) as on_event:
+            report = replay(
+                names,
+                where=where,
+                workers=workers,
+                project=project,
+                script=script,
+                confirm=lambda plan: confirm_plan(console, plan, ask=not yes),
+                on_event=on_event,
+                tolerance=tolerance,
+                accept_divergence=accept_divergence,
+            )
+    except ReplayError as exc:
+        _fail(str(exc))
+    if not report.executed:
+        raise typer.Exit(1 if report.plan.tasks else 0)
+    render_report(Console(), report)
+    if report.failed or report.diverged:
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``retrolog`` command."""
     args = list(sys.argv[1:] if argv is None else argv)

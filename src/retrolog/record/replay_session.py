@@ -45,7 +45,7 @@ class TaskSpec:
     objects_url: str
     args: dict[str, Any] = field(default_factory=dict)
     last_iteration: int | None = None  # stop after this main-loop iteration (None: run them all)
-    full_from: int | None = None  # main-loop iterations >= this re-execute their nested loops
+    full_iterations: list[int] | None = None  # main-loop iterations whose nested loops re-execute
     skip_main_loop: bool = False  # restore the main loop's exit checkpoint instead of running it
     stop_at_main_loop: bool = False  # prefix level: the work ends where the main loop starts
     stop_after_main_loop: bool = True  # everything but suffix/full: the suffix is not needed
@@ -74,6 +74,7 @@ class ReplaySession(RunSession):
             (int(i), loop): digest for i, loop, digest in spec.checkpoints
         }
         self._reexecute = set(spec.reexecute_loops)
+        self._full = set(spec.full_iterations) if spec.full_iterations is not None else None
         self._objects: Any = None
         self.fallbacks: list[str] = []
         super().__init__(project, script, argv, overrides={})
@@ -114,9 +115,9 @@ class ReplaySession(RunSession):
         return self._iterate(name, iterable, is_main=False)
 
     def _may_skip(self, name: str) -> bool:
-        if name in self._reexecute or self.main_index is None:
+        if self.spec.level == "full" or name in self._reexecute or self.main_index is None:
             return False
-        return self.spec.full_from is None or self.main_index < self.spec.full_from
+        return self._full is None or self.main_index not in self._full
 
     def _main_loop(self, name: str, iterable: Iterable[Any]) -> Iterator[Any]:
         spec = self.spec

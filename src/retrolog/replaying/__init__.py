@@ -1,0 +1,17 @@
+"""Hindsight logging: plan (levels, WHERE filter, cost model), execute (local process pool or
+another executor), verify fidelity and store new values with provenance. See docs/replay.md."""
+
+from .api import ReplayError, ReplayReport, replay
+from .executor import Executor, Job, JobResult, LocalProcessExecutor
+from .plan import Plan
+
+__all__ = [
+    "Executor",
+    "Job",
+    "JobResult",
+    "LocalProcessExecutor",
+    "Plan",
+    "ReplayError",
+    "ReplayReport",
+    "replay",
+]

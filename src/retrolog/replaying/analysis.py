@@ -1,0 +1,313 @@
+"""Static analysis of a training script for replay: statements, loops, levels, dependencies.
+
+Everything here reads the script's syntax tree only. What it cannot see (a loop driven from a
+function called in the main loop, state changed through aliases or globals in other modules) is
+handled conservatively: unknown structure means re-executing everything (level ``full``).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+LEVELS = ("prefix", "outer", "inner", "suffix", "full")
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A log statement found in a script.
+
+    ``kind`` is ``statement`` for a whole ``log(...)`` statement and ``wrap`` for a ``log(name,
+    expr)`` wrapped around an expression inside a larger statement (``x = log("x", f(y))``);
+    ``call`` is the (start line, start byte col, end line, end byte col, inner expression text)
+    of a wrapped call.
+    """
+
+    name: str
+    line: int  # first line of the enclosing statement (1-based)
+    end_line: int
+    text: str
+    kind: str = "statement"
+    call: tuple[int, int, int, int, str] | None = None
+
+
+@dataclass
+class LoopInfo:
+    """A ``for ... in retrolog.loop(name, ...)`` in the script."""
+
+    name: str | None
+    node: ast.For
+    parents: list[ast.AST] = field(default_factory=list)  # enclosing nodes, outermost first
+
+
+def _is_api_call(node: ast.AST, func_name: str) -> bool:
+    """``retrolog.<func_name>(...)``, ``<alias>.<func_name>(...)`` or a bare ``<func_name>(...)``."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    if isinstance(func, ast.Attribute):
+        return func.attr == func_name and isinstance(func.value, ast.Name)
+    return isinstance(func, ast.Name) and func.id == func_name
+
+
+def _first_str_arg(call: ast.Call) -> str | None:
+    if call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str):
+        return call.args[0].value
+    return None
+
+
+def find_log_statements(source: str, names: Iterable[str]) -> list[Statement]:
+    """The statements of ``source`` that call ``log(<name>, ...)`` for one of ``names``."""
+    wanted = set(names)
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    found: list[Statement] = []
+    for stmt in _statements(tree):
+        for node in ast.walk(stmt):
+            if not _is_api_call(node, "log"):
+                continue
+            assert isinstance(node, ast.Call)
+            name = _first_str_arg(node)
+            if name not in wanted:
+                continue
+            end = stmt.end_lineno or stmt.lineno
+            text = "\n".join(lines[stmt.lineno - 1 : end])
+            if isinstance(stmt, ast.Expr) and stmt.value is node:
+                found.append(Statement(name, stmt.lineno, end, text))
+            elif len(node.args) >= 2:
+                inner = ast.get_source_segment(source, node.args[1]) or ""
+                span = (
+                    node.lineno,
+                    node.col_offset,
+                    node.end_lineno or node.lineno,
+                    node.end_col_offset or 0,
+                    inner,
+                )
+                found.append(Statement(name, stmt.lineno, end, text, kind="wrap", call=span))
+    return found
+
+
+def _statements(tree: ast.AST) -> Iterable[ast.stmt]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.stmt) and not isinstance(
+            node,
+            (
+                ast.For,
+                ast.While,
+                ast.If,
+                ast.With,
+                ast.FunctionDef,
+                ast.AsyncFunctionDef,
+                ast.ClassDef,
+                ast.Try,
+                ast.AsyncFor,
+                ast.AsyncWith,
+            ),
+        ):
+            yield node
+
+
+def logged_names(source: str) -> set[str]:
+    """Every constant name passed to ``log(...)`` in ``source``."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if _is_api_call(node, "log"):
+            assert isinstance(node, ast.Call)
+            name = _first_str_arg(node)
+            if name is not None:
+                names.add(name)
+    return names
+
+
+def strip_statements(source: str, statements: Sequence[Statement]) -> str:
+    """``source`` as it was before the given statements were added: whole statements removed,
+    wrapped ``log(name, expr)`` calls replaced by ``expr``."""
+    lines = [line.encode() for line in source.splitlines(keepends=True)]
+    for stmt in sorted(
+        statements, key=lambda s: (s.line, s.call[1] if s.call else 0), reverse=True
+    ):
+        if stmt.kind == "wrap" and stmt.call is not None:
+            start_line, start_col, end_line, end_col, inner = stmt.call
+            head = lines[start_line - 1][:start_col]
+            tail = lines[end_line - 1][end_col:]
+            lines[start_line - 1 : end_line] = [head + inner.encode() + tail]
+        else:
+            del lines[stmt.line - 1 : stmt.end_line]
+    return b"".join(lines).decode()
+
+
+class ScriptStructure:
+    """Where the main loop and its nested loops are, and what each region reads and writes."""
+
+    def __init__(self, source: str) -> None:
+        self.tree = ast.parse(source)
+        self.loops: list[LoopInfo] = []
+        self._collect(self.tree, [])
+        top = [
+            loop
+            for loop in self.loops
+            if not any(isinstance(p, ast.For) and self._is_loop_node(p) for p in loop.parents)
+        ]
+        self.main: LoopInfo | None = min(top, key=lambda lp: lp.node.lineno) if top else None
+        self.uses_iteration_blocks = any(_is_api_call(n, "iteration") for n in ast.walk(self.tree))
+        self.registered = self._registered_names()
+        self.imported = self._imported_names()
+
+    def _is_loop_node(self, node: ast.AST) -> bool:
+        return any(loop.node is node for loop in self.loops)
+
+    def _collect(self, node: ast.AST, parents: list[ast.AST]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.For) and _is_api_call(child.iter, "loop"):
+                assert isinstance(child.iter, ast.Call)
+                self.loops.append(LoopInfo(_first_str_arg(child.iter), child, list(parents)))
+            self._collect(child, [*parents, child])
+
+    @property
+    def nested(self) -> list[LoopInfo]:
+        """Loops inside the main loop with no other retrolog loop between (checkpointed at exit)."""
+        if self.main is None:
+            return []
+        out = []
+        for loop in self.loops:
+            if loop is self.main or self.main.node not in loop.parents:
+                continue
+            between = loop.parents[loop.parents.index(self.main.node) + 1 :]
+            if not any(self._is_loop_node(p) for p in between):
+                out.append(loop)
+        return out
+
+    # -- levels ----------------------------------------------------------------------------
+    def level_of(self, line: int) -> str:
+        """prefix / outer / inner / suffix for a statement at ``line``; ``full`` when unsure."""
+        main = self.main
+        if main is None or self.uses_iteration_blocks:
+            return "full"
+        enclosing = self._enclosing_function(line)
+        main_function = self._enclosing_function(main.node.lineno)
+        if enclosing is not main_function:
+            return "full"  # in a function the main loop may call: its place in time is unknown
+        if line < main.node.lineno:
+            return "prefix"
+        if line > (main.node.end_lineno or main.node.lineno):
+            return "suffix"
+        if line == main.node.lineno:
+            return "full"
+        for loop in self.loops:
+            if loop is not main and main.node in loop.parents and _within(loop.node, line):
+                return "inner" if line != loop.node.lineno else "full"
+        return "outer"
+
+    def _enclosing_function(self, line: int) -> ast.AST | None:
+        """The innermost function containing ``line`` (None: module level)."""
+        functions = [
+            node
+            for node in ast.walk(self.tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _within(node, line)
+        ]
+        return max(functions, key=lambda node: node.lineno, default=None)
+
+    # -- dependencies ----------------------------------------------------------------------
+    def _registered_names(self) -> set[str]:
+        names: set[str] = set()
+        for node in ast.walk(self.tree):
+            if _is_api_call(node, "checkpointing"):
+                assert isinstance(node, ast.Call)
+                for keyword in node.keywords:
+                    if isinstance(keyword.value, ast.Name):
+                        names.add(keyword.value.id)
+        return names
+
+    def _imported_names(self) -> set[str]:
+        names: set[str] = set()
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Import):
+                names.update((a.asname or a.name).split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                names.update(a.asname or a.name for a in node.names)
+        return names
+
+    def loops_to_reexecute(self) -> set[str]:
+        """Nested loops whose effects code outside them reads and no checkpoint restores.
+
+        A name is an effect of a loop when the loop assigns it, calls a method on it, or stores
+        into its items or attributes; module names and checkpointed objects do not count. The
+        code that reads effects: the rest of the main loop's body (later iterations included)
+        and everything after the main loop.
+        """
+        if self.main is None:
+            return set()
+        outside_reads = _reads(self._suffix_nodes())
+        needed: set[str] = set()
+        for loop in self.nested:
+            others = [n for n in ast.walk(self.main.node) if not _inside(n, loop.node)]
+            reads = outside_reads | _reads_of(others, exclude=loop.node)
+            if (self._effects(loop.node) & reads) and loop.name:
+                needed.add(loop.name)
+        return needed
+
+    def suffix_needs_main_loop(self) -> bool:
+        """True when code after the main loop reads names the main loop changes (not restorable)."""
+        if self.main is None:
+            return True
+        return bool(self._effects(self.main.node) & _reads(self._suffix_nodes()))
+
+    def _suffix_nodes(self) -> list[ast.AST]:
+        assert self.main is not None
+        end = self.main.node.end_lineno or self.main.node.lineno
+        return [n for n in ast.walk(self.tree) if isinstance(n, ast.stmt) and n.lineno > end]
+
+    def _effects(self, loop: ast.For) -> set[str]:
+        changed = {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
+        for stmt in loop.body + loop.orelse:
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+                    changed.add(node.id)
+                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                    base = _base_name(node.func.value)
+                    if base:
+                        changed.add(base)
+                elif isinstance(node, (ast.Subscript, ast.Attribute)) and isinstance(
+                    node.ctx, (ast.Store, ast.Del)
+                ):
+                    base = _base_name(node.value)
+                    if base:
+                        changed.add(base)
+                elif isinstance(node, (ast.Global, ast.Nonlocal)):
+                    changed.update(node.names)
+        return changed - self.registered - self.imported - {"retrolog"}
+
+
+def _base_name(node: ast.AST) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _within(node: ast.AST, line: int) -> bool:
+    start = getattr(node, "lineno", None)
+    end = getattr(node, "end_lineno", None)
+    return start is not None and end is not None and start <= line <= end
+
+
+def _inside(node: ast.AST, container: ast.AST) -> bool:
+    line = getattr(node, "lineno", None)
+    return line is not None and _within(container, line)
+
+
+def _reads(nodes: Iterable[ast.AST]) -> set[str]:
+    names: set[str] = set()
+    for top in nodes:
+        for node in ast.walk(top):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                names.add(node.id)
+    return names
+
+
+def _reads_of(nodes: Iterable[ast.AST], exclude: ast.AST) -> set[str]:
+    return {
+        n.id
+        for n in nodes
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and not _inside(n, exclude)
+    }

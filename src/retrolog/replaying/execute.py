@@ -1,0 +1,430 @@
+"""Running a plan: materialise versions, start tasks, store results with provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from ..project import Project
+from ..record.replay_session import REPLAY_ENV, TaskSpec
+from ..store import Store, schema
+from ..versions import GitRepo
+from .collect import Fidelity, TaskOutput, compare_and_pick, read_output
+from .executor import Executor, Job, JobResult, LocalProcessExecutor
+from .plan import Plan, RunPlan, TaskPlan
+from .planner import NOT_SELECTED, RunData, VersionScript
+
+
+@dataclass
+class RunResult:
+    """The outcome of replay for one run."""
+
+    run_id: str
+    level: str | None
+    fidelity: str  # reproduced | diverged | unchecked | not_replayable | not_selected | failed
+    compared: int = 0
+    mismatches: int = 0
+    max_abs_diff: float = 0.0
+    stored: int = 0
+    detail: str = ""
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)
+
+
+def materialise(
+    project: Project, plan: Plan, versions: dict[str, VersionScript], workdir: Path
+) -> dict[str, Path]:
+    """One directory per version with the replay script in it; the user's tree is never touched."""
+    repo = GitRepo(project.root)
+    roots: dict[str, Path] = {}
+    for version in sorted({t.version for t in plan.tasks}):
+        root = repo.materialise(version, workdir / f"v-{version[:12]}")
+        (root / plan.script).parent.mkdir(parents=True, exist_ok=True)
+        (root / plan.script).write_text(versions[version].source)
+        _link_untracked(project.root, root)
+        roots[version] = root
+    return roots
+
+
+def _link_untracked(source: Path, target: Path) -> None:
+    """Make data the snapshot left out (ignored or large files) readable from the replay tree."""
+    for entry in source.iterdir():
+        if entry.name in (".git", ".retrolog") or (target / entry.name).exists():
+            continue
+        (target / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+
+
+def run_plan(
+    project: Project,
+    store: Store,
+    plan: Plan,
+    runs: dict[str, RunData],
+    versions: dict[str, VersionScript],
+    executor: Executor | None = None,
+    on_event: Callable[[str, int, dict[str, Any]], None] | None = None,
+    tolerance: float = 1e-6,
+    accept_divergence: bool = False,
+    keep_workdir: bool = False,
+) -> tuple[list[RunResult], list[JobResult], float]:
+    """Execute every task of ``plan`` and store what it produced. Returns (runs, jobs, seconds)."""
+    executor = executor or LocalProcessExecutor(plan.workers)
+    workdir = Path(tempfile.mkdtemp(prefix=f"retrolog-replay-{plan.replay_id}-"))
+    started = time.time()
+    _record_plan(store, plan, versions)
+    try:
+        roots = materialise(project, plan, versions, workdir)
+        jobs = [
+            _job(project, plan, task, runs[task.run_id], roots[task.version], workdir)
+            for task in plan.tasks
+        ]
+
+        def event(kind: str, task_id: int, info: dict[str, Any]) -> None:
+            _update_task(store, plan.replay_id, task_id, kind, info)
+            if on_event is not None:
+                on_event(kind, task_id, info)
+
+        results = executor.run(jobs, event) if jobs else []
+        by_task = {r.task_id: r for r in results}
+        for task in plan.tasks:
+            _finish_task(store, plan.replay_id, task, by_task[task.task_id])
+        outcomes = []
+        for run_plan_ in plan.runs:
+            outcomes.append(
+                _collect_run(
+                    store,
+                    plan,
+                    run_plan_,
+                    runs.get(run_plan_.run_id),
+                    by_task,
+                    workdir,
+                    tolerance,
+                    accept_divergence,
+                )
+            )
+        seconds = time.time() - started
+        failed = any(not r.ok for r in results)
+        with store.writer.begin() as conn:
+            conn.execute(
+                update(schema.replays)
+                .where(schema.replays.c.replay_id == plan.replay_id)
+                .values(
+                    status="failed" if failed else "finished",
+                    finished=time.time(),
+                    actual_seconds=seconds,
+                    error="some tasks failed; see replay_tasks.log" if failed else None,
+                )
+            )
+        return outcomes, results, seconds
+    except BaseException as exc:
+        with store.writer.begin() as conn:
+            conn.execute(
+                update(schema.replays)
+                .where(schema.replays.c.replay_id == plan.replay_id)
+                .values(status="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}")
+            )
+        raise
+    finally:
+        if not keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _job(
+    project: Project, plan: Plan, task: TaskPlan, data: RunData, root: Path, workdir: Path
+) -> Job:
+    base = workdir / f"task-{task.task_id}"
+    spec = TaskSpec(
+        replay_id=plan.replay_id,
+        task_id=task.task_id,
+        run_id=task.run_id,
+        level=task.level,
+        output=str(base.with_suffix(".out.jsonl")),
+        progress=str(base.with_suffix(".progress")),
+        objects_url=project.objects_url,
+        args=data.args,
+        last_iteration=task.last_iteration,
+        full_iterations=task.full_iterations,
+        skip_main_loop=task.skip_main_loop,
+        stop_at_main_loop=task.level == "prefix",
+        stop_after_main_loop=task.level in ("outer", "inner"),
+        reexecute_loops=next(r.reexecute_loops for r in plan.runs if r.run_id == task.run_id),
+        checkpoints=data.checkpoints,
+        main_exit=data.main_exit[0] if data.main_exit else None,
+    )
+    spec_path = base.with_suffix(".spec.json")
+    spec_path.write_text(spec.to_json())
+    cwd = root
+    if data.cwd:
+        try:
+            relative = Path(data.cwd).resolve().relative_to(project.root.resolve())
+            cwd = root / relative if (root / relative).is_dir() else root
+        except ValueError:
+            cwd = root
+    env = dict(os.environ)
+    env.update({REPLAY_ENV: str(spec_path), "RETROLOG_PROGRESS": "0", "PYTHONUNBUFFERED": "1"})
+    argv = [sys.executable, str(root / plan.script), *data.argv[1:]]
+    return Job(
+        task.task_id,
+        argv,
+        cwd,
+        env,
+        base.with_suffix(".log"),
+        Path(spec.progress),
+        Path(spec.output),
+    )
+
+
+def _collect_run(
+    store: Store,
+    plan: Plan,
+    run_plan: RunPlan,
+    data: RunData | None,
+    by_task: dict[int, JobResult],
+    workdir: Path,
+    tolerance: float,
+    accept_divergence: bool,
+) -> RunResult:
+    if run_plan.skipped or data is None:
+        verdict = "not_selected" if run_plan.skipped == NOT_SELECTED else "not_replayable"
+        result = RunResult(run_plan.run_id, run_plan.level, verdict, detail=run_plan.skipped or "")
+        _record_run(store, plan.replay_id, result)
+        return result
+    outputs: list[TaskOutput] = []
+    failures = []
+    for task in run_plan.tasks:
+        job = by_task[task.task_id]
+        if job.ok:
+            outputs.append(read_output(workdir / f"task-{task.task_id}.out.jsonl"))
+        else:
+            failures.append(
+                f"task {task.task_id} failed after {job.attempts} attempts:\n{job.log_tail}"
+            )
+    selected = {tuple(c) for c in run_plan.selected}
+    main_name = run_plan_main_name(data)
+    keep = _selector(run_plan.level or "full", selected, main_name)
+    fidelity, new_rows = compare_and_pick(store, data, outputs, set(plan.names), keep, tolerance)
+    result = RunResult(
+        run_plan.run_id,
+        run_plan.level,
+        fidelity.verdict,
+        fidelity.compared,
+        fidelity.mismatches,
+        fidelity.max_abs_diff,
+        examples=fidelity.examples,
+        fallbacks=[f for o in outputs for f in o.fallbacks],
+    )
+    if failures:
+        result.fidelity = "failed" if not outputs else result.fidelity
+        result.detail = "\n\n".join(failures)
+    if fidelity.verdict == "diverged" and not accept_divergence:
+        result.detail = (result.detail + "\n" if result.detail else "") + (
+            "replay did not reproduce recorded values; new values not stored (use --accept-divergence)"
+        )
+    else:
+        result.stored = store_values(store, data.key, plan.replay_id, new_rows)
+    _record_run(store, plan.replay_id, result)
+    return result
+
+
+def run_plan_main_name(data: RunData) -> str | None:
+    for path in data.paths.values():
+        if len(path) == 1:
+            return path[0][0]
+    return None
+
+
+def _selector(
+    level: str, selected: set[tuple[int, ...]], main_name: str | None
+) -> Callable[[Any], bool]:
+    if level in ("prefix", "suffix") or () in selected:
+        return lambda path: True
+
+    def keep(path: Any) -> bool:
+        if not path or path[0][0] != main_name:
+            return level == "full"
+        if level == "inner" and len(path) >= 2:
+            return (path[0][1], path[1][1]) in selected or (path[0][1],) in selected
+        return (path[0][1],) in selected or any(c[:1] == (path[0][1],) for c in selected)
+
+    return keep
+
+
+def store_values(
+    store: Store, run_key: int, replay_id: str, rows: list[tuple[int, str, Any]]
+) -> int:
+    """Insert new values against the original run and coordinates; identical rows are skipped, so
+    replaying the same statement again stores nothing twice. Recorded rows are never touched."""
+    if not rows:
+        return 0
+    names = sorted({name for _c, name, _cell in rows})
+    with store.writer.begin() as conn:
+        logs = schema.logs
+        existing = {
+            (r.ctx_id, r.name, r.vtype, r.value_num, r.value_text)
+            for r in conn.execute(
+                select(
+                    logs.c.ctx_id, logs.c.name, logs.c.vtype, logs.c.value_num, logs.c.value_text
+                ).where(logs.c.run == run_key, logs.c.name.in_(names))
+            )
+        }
+        top = conn.execute(
+            select(logs.c.seq).where(logs.c.run == run_key).order_by(logs.c.seq.desc()).limit(1)
+        ).scalar()
+        seq = int(top or 0)
+        fresh = []
+        for ctx, name, (vtype, num, text) in rows:
+            if (ctx, name, vtype, num, text) in existing:
+                continue
+            seq += 1
+            fresh.append(
+                {
+                    "run": run_key,
+                    "seq": seq,
+                    "ctx_id": ctx,
+                    "name": name,
+                    "vtype": vtype,
+                    "value_num": num,
+                    "value_text": text,
+                    "replay_id": replay_id,
+                }
+            )
+        if fresh:
+            conn.execute(insert(logs), fresh)
+    return len(fresh)
+
+
+def _record_plan(store: Store, plan: Plan, versions: dict[str, VersionScript]) -> None:
+    with store.writer.begin() as conn:
+        conn.execute(
+            insert(schema.replays).values(
+                replay_id=plan.replay_id,
+                created=time.time(),
+                status="running",
+                names=json.dumps(plan.names),
+                statements="\n".join(plan.statements),
+                script=plan.script,
+                where_clause=plan.where,
+                workers=plan.workers,
+                plan=plan.to_json(),
+                estimate_seconds=plan.estimate_seconds,
+            )
+        )
+        if plan.tasks:
+            conn.execute(
+                insert(schema.replay_tasks),
+                [
+                    {
+                        "replay_id": plan.replay_id,
+                        "task_id": t.task_id,
+                        "run_id": t.run_id,
+                        "version": t.version,
+                        "level": t.level,
+                        "iterations": json.dumps(
+                            t.full_iterations
+                            or ([0, t.last_iteration] if t.last_iteration is not None else None)
+                        ),
+                        "status": "pending",
+                        "attempts": 0,
+                        "progress": 0.0,
+                        "estimate_seconds": t.estimate_seconds,
+                    }
+                    for t in plan.tasks
+                ],
+            )
+        for version, vs in versions.items():
+            placement = (vs.propagation or {}).get("placements") or []
+            first = placement[0] if placement else {}
+            conn.execute(
+                insert(schema.propagations).values(
+                    replay_id=plan.replay_id,
+                    version=version,
+                    script=plan.script,
+                    line=first.get("line")
+                    if vs.propagation
+                    else (vs.lines[0] if vs.lines else None),
+                    scope=json.dumps(first.get("scope")) if first else None,
+                    renames=json.dumps((vs.propagation or {}).get("renames") or {}),
+                    confidence=(vs.propagation or {}).get("confidence", 1.0)
+                    if vs.propagation
+                    else 1.0,
+                    refused=vs.refused,
+                    inserted="\n".join(plan.statements),
+                )
+            )
+
+
+def _update_task(
+    store: Store, replay_id: str, task_id: int, kind: str, info: dict[str, Any]
+) -> None:
+    values: dict[str, Any] = {}
+    if kind == "started":
+        values = {"status": "running", "started": time.time(), "attempts": info.get("attempt", 1)}
+    elif kind == "progress":
+        try:
+            progress = json.loads(str(info["progress"]))
+            if progress.get("total"):
+                values = {"progress": (progress["iteration"] + 1) / progress["total"]}
+        except (ValueError, TypeError, KeyError):
+            return
+    elif kind == "retry":
+        values = {"status": "retrying", "log": str(info.get("log", ""))[-8000:]}
+    if values:
+        with store.writer.begin() as conn:
+            conn.execute(
+                update(schema.replay_tasks)
+                .where(
+                    schema.replay_tasks.c.replay_id == replay_id,
+                    schema.replay_tasks.c.task_id == task_id,
+                )
+                .values(**values)
+            )
+
+
+def _finish_task(store: Store, replay_id: str, task: TaskPlan, result: JobResult) -> None:
+    with store.writer.begin() as conn:
+        conn.execute(
+            update(schema.replay_tasks)
+            .where(
+                schema.replay_tasks.c.replay_id == replay_id,
+                schema.replay_tasks.c.task_id == task.task_id,
+            )
+            .values(
+                status="done" if result.ok else "failed",
+                finished=time.time(),
+                actual_seconds=result.seconds,
+                progress=1.0 if result.ok else None,
+                attempts=result.attempts,
+                log=None
+                if result.ok and not result.history
+                else "\n\n".join([*result.history, result.log_tail])[-16000:],
+            )
+        )
+
+
+def _record_run(store: Store, replay_id: str, result: RunResult) -> None:
+    detail = {"detail": result.detail, "examples": result.examples, "fallbacks": result.fallbacks}
+    with store.writer.begin() as conn:
+        conn.execute(
+            insert(schema.replay_runs).values(
+                replay_id=replay_id,
+                run_id=result.run_id,
+                fidelity=result.fidelity,
+                compared=result.compared,
+                mismatches=result.mismatches,
+                max_abs_diff=result.max_abs_diff,
+                detail=json.dumps(detail, default=str),
+                stored=result.stored,
+            )
+        )
+
+
+__all__ = ["Fidelity", "RunResult", "materialise", "run_plan", "store_values"]

@@ -1,0 +1,191 @@
+"""Replay plans: which runs, which iterations, which level, which tasks, and what it will cost.
+
+The plan is built from the store alone (recorded loops, timings and checkpoints) plus the old
+versions of the script read from git, so it can be shown and confirmed before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+LEVEL_ORDER = {"prefix": 0, "suffix": 1, "outer": 2, "inner": 3, "full": 4}
+STARTUP_SECONDS = 0.0  # process start is inside the recorded prefix (measured from exec)
+RESTORE_OVERHEAD_SECONDS = 0.01
+
+
+@dataclass
+class RunTimings:
+    """A recorded run's timings, as the cost model needs them."""
+
+    prefix: float = 0.0
+    suffix: float = 0.0
+    total: float = 0.0
+    iterations: dict[int, float] = field(default_factory=dict)  # main iteration -> seconds
+    nested: dict[int, dict[str, float]] = field(
+        default_factory=dict
+    )  # iteration -> loop -> seconds
+
+
+@dataclass
+class TaskPlan:
+    """One unit of work for the executor: a run and the main-loop iterations it covers."""
+
+    task_id: int
+    run_id: str
+    version: str
+    level: str
+    full_iterations: list[int] | None  # inner: iterations whose nested loops re-execute
+    last_iteration: int | None  # stop after it (None: the whole main loop)
+    skip_main_loop: bool
+    estimate_seconds: float
+    basis: str  # how the estimate was made, in words
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RunPlan:
+    """What replay will do for one run, or why it will not."""
+
+    run_id: str
+    version: str | None
+    script: str
+    level: str | None = None
+    skipped: str | None = None  # the reason this run is not replayed
+    selected: list[list[int]] = field(
+        default_factory=list
+    )  # selected coordinates (see coordinator)
+    iterations: list[int] = field(default_factory=list)  # selected main-loop iterations
+    propagated: dict[str, Any] | None = None  # placement report when the code differed
+    reexecute_loops: list[str] = field(default_factory=list)
+    tasks: list[TaskPlan] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    """A whole replay: shown to the user, stored in the ``replays`` table, then executed."""
+
+    replay_id: str
+    names: list[str]
+    script: str
+    statements: list[str]
+    where: str | None
+    workers: int
+    runs: list[RunPlan]
+    load_speed: float  # checkpoint bytes per second the restore estimates assume
+
+    @property
+    def tasks(self) -> list[TaskPlan]:
+        return [task for run in self.runs for task in run.tasks]
+
+    @property
+    def estimate_seconds(self) -> float:
+        """Makespan of the tasks over the workers (longest task first onto the least-loaded)."""
+        return makespan([t.estimate_seconds for t in self.tasks], self.workers)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "names": self.names,
+                "script": self.script,
+                "where": self.where,
+                "workers": self.workers,
+                "load_speed": self.load_speed,
+                "estimate_seconds": self.estimate_seconds,
+                "runs": [asdict(r) for r in self.runs],
+            },
+            default=str,
+        )
+
+
+def makespan(durations: list[float], workers: int) -> float:
+    loads = [0.0] * max(1, workers)
+    for duration in sorted(durations, reverse=True):
+        index = loads.index(min(loads))
+        loads[index] += duration
+    return max(loads) if durations else 0.0
+
+
+def combine_levels(levels: list[str]) -> str:
+    """One level for several new statements: the same, inner+outer -> inner, anything else full."""
+    unique = set(levels)
+    if len(unique) == 1:
+        return levels[0]
+    if unique <= {"inner", "outer"}:
+        return "inner"
+    return "full"
+
+
+def split_contiguous(values: list[int], parts: int) -> list[list[int]]:
+    """Split sorted ``values`` into at most ``parts`` chunks of consecutive elements."""
+    if not values:
+        return []
+    parts = max(1, min(parts, len(values)))
+    size = math.ceil(len(values) / parts)
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+class CostModel:
+    """Seconds a task will take, from the run's recorded timings and checkpoint sizes."""
+
+    def __init__(self, load_speed: float) -> None:
+        self.load_speed = load_speed
+
+    def restore(self, nbytes: int) -> float:
+        return RESTORE_OVERHEAD_SECONDS + nbytes / self.load_speed
+
+    def outer_iteration(
+        self, timings: RunTimings, index: int, skippable: dict[str, int], reexecute: set[str]
+    ) -> float:
+        """An iteration whose nested loops are skipped where a checkpoint exists."""
+        seconds = timings.iterations.get(index, 0.0)
+        for loop, loop_seconds in timings.nested.get(index, {}).items():
+            if loop in reexecute or loop not in skippable:
+                continue
+            seconds += self.restore(skippable[loop]) - loop_seconds
+        return max(seconds, 0.0)
+
+    def task(
+        self,
+        timings: RunTimings,
+        level: str,
+        full_iterations: list[int] | None,
+        last_iteration: int | None,
+        checkpoints: dict[int, dict[str, int]],
+        reexecute: set[str],
+        main_exit_bytes: int | None,
+        skip_main_loop: bool,
+    ) -> tuple[float, str]:
+        """(seconds, basis) for one task."""
+        if level == "full":
+            return timings.total, "the recorded run's duration (whole script re-executed)"
+        seconds = STARTUP_SECONDS + timings.prefix
+        parts = [f"prefix {timings.prefix:.2f}s"]
+        if level == "prefix":
+            return seconds, parts[0]
+        if level == "suffix" and skip_main_loop and main_exit_bytes is not None:
+            restore = self.restore(main_exit_bytes)
+            parts += [f"restore main loop exit {restore:.2f}s", f"suffix {timings.suffix:.2f}s"]
+            return seconds + restore + timings.suffix, " + ".join(parts)
+        iterations = sorted(timings.iterations)
+        if last_iteration is not None:
+            iterations = [i for i in iterations if i <= last_iteration]
+        full = set(full_iterations or [])
+        outer = full_time = 0.0
+        for index in iterations:
+            if index in full:
+                full_time += timings.iterations.get(index, 0.0)
+            else:
+                outer += self.outer_iteration(timings, index, checkpoints.get(index, {}), reexecute)
+        seconds += outer + full_time
+        parts.append(f"{len(iterations) - len(full)} iterations skipping nested loops {outer:.2f}s")
+        if full:
+            parts.append(f"{len(full)} iterations re-executed {full_time:.2f}s")
+        if level == "suffix":
+            seconds += timings.suffix
+            parts.append(f"suffix {timings.suffix:.2f}s")
+        return seconds, " + ".join(parts)

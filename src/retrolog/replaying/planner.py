@@ -1,0 +1,387 @@
+"""Build a replay plan from the store, git and today's script (nothing runs here)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .._ids import new_run_id
+from ..project import Project
+from ..record.values import from_cell
+from ..relational.access import filter_frame
+from ..store import Store
+from ..versions import GitError, GitRepo
+from .analysis import (
+    ScriptStructure,
+    Statement,
+    find_log_statements,
+    logged_names,
+    strip_statements,
+)
+from .plan import CostModel, Plan, RunPlan, RunTimings, TaskPlan, combine_levels, split_contiguous
+
+NOT_SELECTED = "no row of this run matches --where"
+DEFAULT_LOAD_SPEED = 200e6  # bytes/s, used when no checkpoint exists to measure
+
+
+class ReplayError(ValueError):
+    """The replay cannot be planned; the message says what to change."""
+
+
+@dataclass
+class RunData:
+    """What the store recorded about one run, loaded once for planning and collecting."""
+
+    key: int
+    run_id: str
+    script: str
+    version: str | None
+    argv: list[str]
+    cwd: str | None
+    args: dict[str, Any]
+    paths: dict[int, tuple[tuple[str, int], ...]] = field(
+        default_factory=dict
+    )  # ctx -> coordinates
+    main_ctx: dict[int, int] = field(default_factory=dict)  # main iteration -> ctx id
+    timings: RunTimings = field(default_factory=RunTimings)
+    checkpoints: list[tuple[int, str, str]] = field(default_factory=list)
+    checkpoint_bytes: dict[int, dict[str, int]] = field(default_factory=dict)
+    main_exit: tuple[str, int] | None = None  # (manifest, bytes)
+
+
+@dataclass
+class VersionScript:
+    """The script of one version with the new statements in it, and how they got there."""
+
+    source: str
+    lines: list[int]
+    structure: ScriptStructure
+    propagation: dict[str, Any] | None
+    refused: str | None = None
+
+
+def load_run(store: Store, row: Any, main_loop: str | None) -> RunData:
+    key = int(row.id)
+    args = {
+        name: from_cell(t, n, x)
+        for name, t, n, x in store.fetch(
+            "SELECT name, vtype, value_num, value_text FROM args WHERE run = :r", {"r": key}
+        )
+    }
+    data = RunData(
+        key, row.run_id, row.script, row.version, json.loads(row.argv or "[]"), row.cwd, args
+    )
+    parents: dict[int, tuple[int, str, int]] = {}
+    for ctx_id, parent, name, iteration in store.fetch(
+        "SELECT ctx_id, parent_id, name, iteration FROM loops WHERE run = :r ORDER BY ctx_id",
+        {"r": key},
+    ):
+        parents[ctx_id] = (parent, name, iteration)
+        base = data.paths.get(parent, ()) if parent else ()
+        data.paths[ctx_id] = (*base, (name, iteration))
+        if parent == 0 and name == main_loop:
+            data.main_ctx[iteration] = ctx_id
+    ctx_to_main = {ctx: index for index, ctx in data.main_ctx.items()}
+    timings = data.timings
+    for kind, loop, ctx_id, iteration, seconds in store.fetch(
+        "SELECT kind, loop, ctx_id, iteration, seconds FROM timings WHERE run = :r", {"r": key}
+    ):
+        if kind == "prefix":
+            timings.prefix = seconds
+        elif kind == "suffix":
+            timings.suffix = seconds
+        elif kind == "iteration" and iteration is not None:
+            timings.iterations[int(iteration)] = seconds
+        elif kind == "nested" and ctx_id in ctx_to_main:
+            per_loop = timings.nested.setdefault(ctx_to_main[ctx_id], {})
+            per_loop[loop] = per_loop.get(loop, 0.0) + seconds
+    start_end = store.fetch("SELECT start_time, end_time FROM runs WHERE id = :r", {"r": key})[0]
+    if start_end[0] and start_end[1]:
+        timings.total = (
+            start_end[1] - start_end[0] + timings.prefix
+        )  # prefix counts from process start
+    for ctx_id, loop, iteration, manifest, nbytes in store.fetch(
+        "SELECT ctx_id, loop, iteration, manifest, bytes_total FROM checkpoints WHERE run = :r",
+        {"r": key},
+    ):
+        if iteration is None and ctx_id == 0:
+            data.main_exit = (manifest, int(nbytes or 0))
+        elif iteration is not None:
+            data.checkpoints.append((int(iteration), loop, manifest))
+            data.checkpoint_bytes.setdefault(int(iteration), {})[loop] = int(nbytes or 0)
+    return data
+
+
+def version_script(
+    repo: GitRepo | None, today: str, statements: Sequence[Statement], version: str, script: str
+) -> VersionScript:
+    """Today's statements placed into ``version`` of ``script`` (directly or by propagation)."""
+    if repo is None:
+        raise ReplayError("the project is not a git repository")
+    old = repo.read_file(version, script)
+    if strip_statements(today, statements) == old:
+        return VersionScript(today, [s.line for s in statements], ScriptStructure(today), None)
+    from ..propagation import propagate
+
+    result = propagate(today, old, [s.line for s in statements])
+    if result.refused:
+        return VersionScript(
+            old, [], ScriptStructure(old), result.to_dict(), refused=result.refused
+        )
+    lines = [p.line for p in result.placements]
+    return VersionScript(result.source, lines, ScriptStructure(result.source), result.to_dict())
+
+
+def measure_load_speed(objects_url: str, manifests: Sequence[str]) -> float:
+    """Bytes per second to read one checkpoint's blobs back (the restore cost model's basis)."""
+    if not manifests:
+        return DEFAULT_LOAD_SPEED
+    try:
+        from ..checkpoint import load_manifest
+        from ..objects import open_object_store
+
+        objects = open_object_store(objects_url)
+        start = time.perf_counter()
+        manifest = load_manifest(objects, manifests[0])
+        total = sum(len(objects.get(digest)) for digest in manifest.blobs)
+        seconds = time.perf_counter() - start
+        return max(total / max(seconds, 1e-6), 1e6)
+    except Exception:
+        return DEFAULT_LOAD_SPEED
+
+
+def build_plan(
+    project: Project,
+    store: Store,
+    names: Sequence[str],
+    where: str | None = None,
+    workers: int = 1,
+    script: str | None = None,
+) -> tuple[Plan, dict[str, RunData], dict[str, VersionScript]]:
+    """Plan a replay of the statements logging ``names`` in today's script."""
+    names = list(dict.fromkeys(names))
+    if not names:
+        raise ReplayError("name at least one logged value to replay")
+    rows = store.fetch(
+        "SELECT id, run_id, script, version, status, argv, cwd FROM runs WHERE status != 'running' ORDER BY run_id"
+    )
+    script = _pick_script(project, rows, names, script)
+    today = (project.root / script).read_text()
+    statements = find_log_statements(today, names)
+    missing = [n for n in names if n not in {s.name for s in statements}]
+    if missing:
+        raise ReplayError(
+            f"{script} has no statement logging {', '.join(map(repr, missing))}; add it first"
+        )
+    repo = GitRepo(project.root) if project.in_git else None
+    versions: dict[str, VersionScript] = {}
+    runs: dict[str, RunData] = {}
+    plans: list[RunPlan] = []
+    for row in (r for r in rows if r.script == script):
+        plan = RunPlan(run_id=row.run_id, version=row.version, script=script)
+        plans.append(plan)
+        if not row.version:
+            plan.skipped = (
+                "the run has no code version (recorded outside git, or versioning failed)"
+            )
+            continue
+        if repo is None or not repo.has_commit(row.version):
+            plan.skipped = f"its code version {row.version[:10]} is missing from the repository"
+            continue
+        if row.version not in versions:
+            try:
+                versions[row.version] = version_script(repo, today, statements, row.version, script)
+            except GitError as exc:
+                plan.skipped = f"cannot read {script} at {row.version[:10]}: {exc}"
+                continue
+        vs = versions[row.version]
+        plan.propagated = vs.propagation
+        if vs.refused:
+            plan.skipped = f"the statement has no place in version {row.version[:10]}: {vs.refused}"
+            continue
+        already = logged_names(repo.read_file(row.version, script)) & set(names)
+        if already:
+            plan.skipped = f"its code already logs {', '.join(sorted(already))}"
+            continue
+        structure = vs.structure
+        plan.level = combine_levels([structure.level_of(line) for line in vs.lines])
+        main_name = structure.main.name if structure.main else None
+        runs[row.run_id] = load_run(store, row, main_name)
+        if plan.level in ("outer", "inner") and not runs[row.run_id].main_ctx:
+            plan.skipped = f"no recorded iterations of its main loop {main_name!r}"
+    selected = _select(store, [p for p in plans if not p.skipped], runs, versions, where)
+    objects_manifests = [c[2] for data in runs.values() for c in data.checkpoints[:1]]
+    model = CostModel(measure_load_speed(project.objects_url, objects_manifests))
+    for plan in plans:
+        if not plan.skipped and not selected.get(plan.run_id):
+            plan.skipped = NOT_SELECTED
+    n_selected = sum(1 for p in plans if not p.skipped)
+    task_id = 0
+    for plan in plans:
+        if plan.skipped:
+            continue
+        data = runs[plan.run_id]
+        coords = selected[plan.run_id]
+        plan.selected = [list(c) for c in sorted(coords)]
+        plan.iterations = sorted({c[0] for c in coords if c})
+        assert plan.version is not None and plan.level is not None
+        structure = versions[plan.version].structure
+        reexecute = structure.loops_to_reexecute()
+        plan.reexecute_loops = sorted(reexecute)
+        for chunk in _chunks(plan, n_selected, workers):
+            task_id += 1
+            full = chunk if plan.level == "inner" else None
+            last = max(chunk) if plan.level in ("outer", "inner") and chunk else None
+            skip_main = (
+                plan.level == "suffix"
+                and data.main_exit is not None
+                and not structure.suffix_needs_main_loop()
+            )
+            seconds, basis = model.task(
+                data.timings,
+                plan.level,
+                full,
+                last,
+                data.checkpoint_bytes,
+                reexecute,
+                data.main_exit[1] if data.main_exit else None,
+                skip_main,
+            )
+            plan.tasks.append(
+                TaskPlan(
+                    task_id,
+                    plan.run_id,
+                    plan.version,
+                    plan.level,
+                    full,
+                    last,
+                    skip_main,
+                    seconds,
+                    basis,
+                )
+            )
+    replay_id = new_run_id()
+    stmt_texts = [s.text for s in statements]
+    return (
+        Plan(replay_id, names, script, stmt_texts, where, workers, plans, model.load_speed),
+        runs,
+        versions,
+    )
+
+
+def _pick_script(
+    project: Project, rows: Sequence[Any], names: Sequence[str], script: str | None
+) -> str:
+    if script is not None:
+        candidate = Path(script)
+        if candidate.is_absolute():
+            script = candidate.resolve().relative_to(project.root.resolve()).as_posix()
+        if not any(r.script == script for r in rows):
+            raise ReplayError(f"no recorded run of {script!r} (see `retrolog runs`)")
+        return script
+    scripts = sorted({r.script for r in rows if r.script and r.script != "<interactive>"})
+    with_statement = [
+        s
+        for s in scripts
+        if (project.root / s).is_file()
+        and find_log_statements((project.root / s).read_text(), names)
+    ]
+    if len(with_statement) == 1:
+        return with_statement[0]
+    if not with_statement:
+        raise ReplayError(
+            f"no recorded script logs {', '.join(map(repr, names))} today; add the statement to the script first"
+        )
+    raise ReplayError(
+        f"several scripts log these names ({', '.join(with_statement)}); pass --script"
+    )
+
+
+def _chunks(plan: RunPlan, n_runs: int, workers: int) -> list[list[int]]:
+    if plan.level != "inner" or n_runs >= workers:
+        return [plan.iterations]
+    parts = -(-workers // max(n_runs, 1))
+    return split_contiguous(plan.iterations, parts)
+
+
+def _select(
+    store: Store,
+    plans: Sequence[RunPlan],
+    runs: dict[str, RunData],
+    versions: dict[str, VersionScript],
+    where: str | None,
+) -> dict[str, set[tuple[int, ...]]]:
+    """Selected coordinates per run: () for a whole run, (main,) or (main, nested) iterations."""
+    frames = []
+    for plan in plans:
+        data = runs[plan.run_id]
+        assert plan.version is not None
+        structure = versions[plan.version].structure
+        main_name = structure.main.name if structure.main else None
+        base = {"run_id": data.run_id, "version": data.version, "script": data.script, **data.args}
+        if plan.level == "inner":
+            inner_names = _inner_loop_names(structure, versions[plan.version].lines)
+            rows = [
+                {
+                    **base,
+                    main_name: path[0][1],
+                    path[1][0]: path[1][1],
+                    "_coord": (path[0][1], path[1][1]),
+                }
+                for path in data.paths.values()
+                if len(path) == 2 and path[0][0] == main_name and path[1][0] in inner_names
+            ]
+        elif data.main_ctx and main_name:
+            rows = [{**base, main_name: i, "_coord": (i,)} for i in sorted(data.main_ctx)]
+        else:
+            rows = [{**base, "_coord": ()}]
+        frame = pd.DataFrame(rows)
+        if where and data.main_ctx and main_name is not None and main_name in frame:
+            frame = _with_epoch_metrics(store, data, frame, main_name)
+        frames.append(frame)
+    if not frames:
+        return {}
+    combined = pd.concat(frames, ignore_index=True)
+    chosen = filter_frame(combined.drop(columns=["_coord"]), where) if where else combined
+    levels = {p.run_id: p.level for p in plans}
+    out: dict[str, set[tuple[int, ...]]] = {}
+    for index in chosen.index:
+        row = combined.loc[index]
+        coord = () if levels[row["run_id"]] in ("prefix", "suffix") else tuple(row["_coord"])
+        out.setdefault(row["run_id"], set()).add(coord)
+    return out
+
+
+def _inner_loop_names(structure: ScriptStructure, lines: Sequence[int]) -> set[str]:
+    names = set()
+    for loop in structure.nested:
+        if loop.name and any(loop.node.lineno < ln <= (loop.node.end_lineno or 0) for ln in lines):
+            names.add(loop.name)
+    return names or {loop.name for loop in structure.nested if loop.name}
+
+
+def _with_epoch_metrics(
+    store: Store, data: RunData, frame: pd.DataFrame, main_name: str
+) -> pd.DataFrame:
+    """Join the values the run recorded at main-loop level, so --where can use them."""
+    ctx_to_main = {ctx: i for i, ctx in data.main_ctx.items()}
+    rows = store.fetch(
+        "SELECT ctx_id, name, vtype, value_num, value_text FROM logs WHERE run = :r AND replay_id IS NULL "
+        "AND ctx_id IN (SELECT ctx_id FROM loops WHERE run = :r AND parent_id = 0)",
+        {"r": data.key},
+    )
+    values: dict[int, dict[str, Any]] = {}
+    for ctx_id, name, t, n, x in rows:
+        if ctx_id in ctx_to_main and name not in frame.columns:
+            values.setdefault(ctx_to_main[ctx_id], {})[name] = from_cell(t, n, x)
+    if not values:
+        return frame
+    metrics = pd.DataFrame.from_dict(values, orient="index")
+    metrics.index.name = main_name
+    return frame.merge(metrics, left_on=main_name, right_index=True, how="left")
