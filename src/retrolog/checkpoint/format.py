@@ -1,0 +1,216 @@
+"""On-store format: one safetensors blob per tensor, one JSON manifest blob per checkpoint.
+
+Each tensor or array leaf is written as a single-tensor safetensors file (key ``"t"``), so its
+dtype and shape travel with it, and stored under the SHA-256 of those bytes: a tensor that did
+not change since any earlier checkpoint (frozen layers, the same value in two objects, an
+unchanged model) is stored once. The manifest is compact JSON::
+
+    {"format": "retrolog.checkpoint/1", "key": "...", "created": 1795000000.0,
+     "objects": {"model": {"kind": "torch_module", "type": "...", "state": <encoded tree>,
+                           "training": {...}, "metadata": {...}}, ...},
+     "rng": {"python": ..., "numpy": ..., "torch": {"$tensor": "sha256:..."}},
+     "blobs": {"sha256:...": 4194392, ...},
+     "stats": {"total_bytes": ..., "new_bytes": ..., "blobs": ..., "new_blobs": ...,
+               "capture_seconds": ..., "write_seconds": ..., "write_cpu_seconds": ...}}
+
+``blobs`` lists every blob the checkpoint references with its size, so garbage collection and
+``retrolog du`` need one read per manifest and no per-blob calls. No pickle is involved.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from retrolog.checkpoint.capture import CapturedState
+from retrolog.checkpoint.codec import NDARRAY_TAG, TENSOR_TAG
+from retrolog.checkpoint.errors import CheckpointUnavailable
+from retrolog.objects.store import ObjectStore, ObjectStoreError, digest_bytes, parse_digest
+
+FORMAT = "retrolog.checkpoint/1"
+_KEY = "t"
+
+
+@dataclass(frozen=True)
+class CheckpointStats:
+    """Size and cost of one checkpoint.
+
+    ``total_bytes``: unique tensor-blob bytes the checkpoint references; ``new_bytes``: the part
+    of them this checkpoint actually wrote (the rest was deduplicated); manifest bytes excluded.
+    ``capture_seconds`` ran on the training thread; ``write_seconds`` is the writer thread's wall
+    time (serialise, hash, write, fsync) and ``write_cpu_seconds`` the CPU time it consumed, the
+    part that competes with training (I/O waits do not).
+    """
+
+    total_bytes: int
+    new_bytes: int
+    blobs: int
+    new_blobs: int
+    capture_seconds: float
+    write_seconds: float
+    write_cpu_seconds: float = 0.0
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> CheckpointStats:
+        """Build from a manifest's ``stats``, ignoring fields a newer version may add."""
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in doc.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A stored checkpoint: what :func:`restore` needs, addressed by :attr:`digest`."""
+
+    digest: str
+    key: str
+    created: float
+    objects: dict[str, dict[str, Any]]
+    rng: dict[str, Any] | None
+    blobs: dict[str, int]
+    stats: CheckpointStats
+    size: int  # bytes of the manifest blob itself
+
+    @property
+    def object_names(self) -> list[str]:
+        """Names of the checkpointed objects."""
+        return list(self.objects)
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest document (everything but the digest and size, which derive from it)."""
+        return {
+            "format": FORMAT,
+            "key": self.key,
+            "created": self.created,
+            "objects": self.objects,
+            "rng": self.rng,
+            "blobs": self.blobs,
+            "stats": self.stats.__dict__.copy(),
+        }
+
+    @classmethod
+    def from_json(cls, digest: str, raw: bytes) -> Manifest:
+        """Parse and validate a manifest blob; raise :class:`CheckpointUnavailable` if invalid."""
+        try:
+            doc = json.loads(raw)
+            if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+                fmt = doc.get("format") if isinstance(doc, dict) else None
+                raise CheckpointUnavailable(
+                    f"object {digest} is not a {FORMAT} manifest (format {fmt!r})", digest=digest
+                )
+            blobs = {str(k): int(v) for k, v in doc["blobs"].items()}
+            for blob in blobs:
+                parse_digest(blob)
+            return cls(
+                digest=digest,
+                key=str(doc["key"]),
+                created=float(doc["created"]),
+                objects=dict(doc["objects"]),
+                rng=doc.get("rng"),
+                blobs=blobs,
+                stats=CheckpointStats.from_json(doc["stats"]),
+                size=len(raw),
+            )
+        except CheckpointUnavailable:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError, ObjectStoreError) as exc:
+            raise CheckpointUnavailable(
+                f"checkpoint manifest {digest} is malformed: {exc!r}", digest=digest
+            ) from exc
+
+
+def tensor_to_blob(value: Any, lib: str) -> bytes:
+    """Serialise one CPU tensor (``lib="torch"``) or numpy array as a safetensors file."""
+    if lib == "torch":
+        from safetensors.torch import save as save_torch
+
+        return save_torch({_KEY: value})
+    from safetensors.numpy import save as save_numpy
+
+    return save_numpy({_KEY: value})
+
+
+def tensor_from_blob(data: bytes, lib: str, digest: str = "") -> Any:
+    """Load a blob written by :func:`tensor_to_blob` as a torch tensor or a numpy array."""
+    try:
+        if lib == "torch":
+            from safetensors.torch import load as load_torch
+
+            return load_torch(data)[_KEY]
+        from safetensors.numpy import load as load_numpy
+
+        return load_numpy(data)[_KEY]
+    except Exception as exc:  # safetensors raises its own error type
+        raise CheckpointUnavailable(
+            f"blob {digest} is not a single-tensor safetensors file: {exc!r}", digest=digest
+        ) from exc
+
+
+def write_checkpoint(
+    store: ObjectStore, key: str, captured: CapturedState, known: set[str] | None = None
+) -> Manifest:
+    """Serialise, hash and store a captured state, then its manifest; return the manifest.
+
+    ``known`` is a cache of digests already confirmed in ``store`` (the writer keeps one), which
+    saves an existence check per unchanged tensor on remote stores.
+    """
+    start = time.perf_counter()
+    cpu_start = time.thread_time()
+    blobs: dict[str, int] = {}
+    new_bytes = new_blobs = 0
+    for leaf in captured.leaves:
+        data = tensor_to_blob(leaf.value, leaf.lib)
+        digest = digest_bytes(data)
+        if digest not in blobs:
+            if not (known is not None and digest in known) and not store.has(digest):
+                store.put(data, digest=digest)
+                new_bytes += len(data)
+                new_blobs += 1
+            if known is not None:
+                known.add(digest)
+            blobs[digest] = len(data)
+        leaf.node[TENSOR_TAG if leaf.lib == "torch" else NDARRAY_TAG] = digest
+    stats = CheckpointStats(
+        total_bytes=sum(blobs.values()),
+        new_bytes=new_bytes,
+        blobs=len(blobs),
+        new_blobs=new_blobs,
+        capture_seconds=captured.capture_seconds,
+        write_seconds=time.perf_counter() - start,
+        write_cpu_seconds=time.thread_time() - cpu_start,
+    )
+    doc = {
+        "format": FORMAT,
+        "key": key,
+        "created": captured.created,
+        "objects": captured.objects,
+        "rng": captured.rng,
+        "blobs": blobs,
+        "stats": stats.__dict__.copy(),
+    }
+    raw = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    digest = store.put(raw)
+    return Manifest(
+        digest=digest,
+        key=key,
+        created=captured.created,
+        objects=captured.objects,
+        rng=captured.rng,
+        blobs=blobs,
+        stats=stats,
+        size=len(raw),
+    )
+
+
+def read_blob(store: ObjectStore, digest: str, what: str = "blob") -> bytes:
+    """``store.get`` that turns every way a blob can be unavailable into CheckpointUnavailable."""
+    try:
+        return store.get(digest)
+    except (ObjectStoreError, OSError) as exc:
+        raise CheckpointUnavailable(f"checkpoint {what} unavailable: {exc}", digest=digest) from exc
+
+
+def load_manifest(store: ObjectStore, digest: str) -> Manifest:
+    """Read and validate the manifest stored under ``digest``."""
+    return Manifest.from_json(digest, read_blob(store, digest, "manifest"))
