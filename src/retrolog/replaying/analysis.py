@@ -241,8 +241,7 @@ class ScriptStructure:
         outside_reads = _reads(self._suffix_nodes())
         needed: set[str] = set()
         for loop in self.nested:
-            others = [n for n in ast.walk(self.main.node) if not _inside(n, loop.node)]
-            reads = outside_reads | _reads_of(others, exclude=loop.node)
+            reads = outside_reads | _reads([self.main.node], exclude=loop.node)
             if (self._effects(loop.node) & reads) and loop.name:
                 needed.add(loop.name)
         return needed
@@ -261,22 +260,42 @@ class ScriptStructure:
     def _effects(self, loop: ast.For) -> set[str]:
         changed = {n.id for n in ast.walk(loop.target) if isinstance(n, ast.Name)}
         for stmt in loop.body + loop.orelse:
-            for node in ast.walk(stmt):
+            for node, hidden in _walk_scoped(stmt):
+                base: str | None = None
                 if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
-                    changed.add(node.id)
+                    base = node.id
                 elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                     base = _base_name(node.func.value)
-                    if base:
-                        changed.add(base)
                 elif isinstance(node, (ast.Subscript, ast.Attribute)) and isinstance(
                     node.ctx, (ast.Store, ast.Del)
                 ):
                     base = _base_name(node.value)
-                    if base:
-                        changed.add(base)
                 elif isinstance(node, (ast.Global, ast.Nonlocal)):
                     changed.update(node.names)
+                if base and base not in hidden:
+                    changed.add(base)
         return changed - self.registered - self.imported - {"retrolog"}
+
+
+_SCOPES = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def _walk_scoped(
+    node: ast.AST, hidden: frozenset[str] = frozenset()
+) -> Iterable[tuple[ast.AST, frozenset[str]]]:
+    """ast.walk that also yields the names local to enclosing comprehensions and lambdas, which
+    are neither effects nor reads of the code around them."""
+    if isinstance(node, _SCOPES):
+        hidden = hidden | {
+            n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)
+        }
+    elif isinstance(node, ast.Lambda):
+        hidden = hidden | {
+            a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)
+        }
+    yield node, hidden
+    for child in ast.iter_child_nodes(node):
+        yield from _walk_scoped(child, hidden)
 
 
 def _base_name(node: ast.AST) -> str | None:
@@ -296,18 +315,16 @@ def _inside(node: ast.AST, container: ast.AST) -> bool:
     return line is not None and _within(container, line)
 
 
-def _reads(nodes: Iterable[ast.AST]) -> set[str]:
+def _reads(nodes: Iterable[ast.AST], exclude: ast.AST | None = None) -> set[str]:
+    """Names read by ``nodes`` (comprehension-local names excluded), outside ``exclude``."""
     names: set[str] = set()
     for top in nodes:
-        for node in ast.walk(top):
-            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+        for node, hidden in _walk_scoped(top):
+            if (
+                isinstance(node, ast.Name)
+                and isinstance(node.ctx, ast.Load)
+                and node.id not in hidden
+                and (exclude is None or not _inside(node, exclude))
+            ):
                 names.add(node.id)
     return names
-
-
-def _reads_of(nodes: Iterable[ast.AST], exclude: ast.AST) -> set[str]:
-    return {
-        n.id
-        for n in nodes
-        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and not _inside(n, exclude)
-    }
