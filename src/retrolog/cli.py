@@ -266,6 +266,60 @@ def replay_command(
         raise typer.Exit(1)
 
 
+@app.command("du")
+def du_command(fmt: FormatOption = Format.table, project: ProjectOption = None) -> None:
+    """Checkpoint space per run (shared blobs count in each run) and the unique total."""
+    import pandas as pd
+
+    from .maintenance import disk_usage
+
+    rows, total = disk_usage(project)
+    frame = pd.DataFrame(
+        [r.__dict__ for r in rows], columns=["run_id", "status", "checkpoints", "bytes"]
+    )
+    _emit(frame, fmt)
+    if fmt is Format.table:
+        typer.echo(f"total unique checkpoint bytes: {total:,}", err=True)
+
+
+@app.command("rm")
+def rm_command(
+    run_ids: Annotated[list[str], typer.Argument(help="Run ids (or unique prefixes) to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    project: ProjectOption = None,
+) -> None:
+    """Delete runs: their rows, replayed values and snapshot refs (then `retrolog gc` frees space)."""
+    from .maintenance import MaintenanceError, delete_runs
+
+    if not yes and not typer.confirm(
+        f"Delete {len(run_ids)} run(s) and all their data?", default=False
+    ):
+        raise typer.Exit(1)
+    try:
+        deleted = delete_runs(run_ids, project)
+    except (LookupError, MaintenanceError) as exc:
+        _fail(str(exc))
+    typer.echo(f"deleted {len(deleted)} run(s); run `retrolog gc` to free their checkpoint space")
+
+
+@app.command("gc")
+def gc_command(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only report what would be removed.")
+    ] = False,
+    project: ProjectOption = None,
+) -> None:
+    """Remove checkpoint blobs that no remaining run references."""
+    from .maintenance import MaintenanceError, collect_garbage
+
+    try:
+        blobs, freed = collect_garbage(project, dry_run=dry_run)
+    except MaintenanceError as exc:
+        _fail(str(exc))
+    verb = "would remove" if dry_run else "removed"
+    typer.echo(f"{verb} {blobs} blob(s), {freed:,} bytes")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``retrolog`` command."""
     args = list(sys.argv[1:] if argv is None else argv)

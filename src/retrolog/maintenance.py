@@ -1,0 +1,97 @@
+"""Deleting runs and reclaiming checkpoint space: ``retrolog rm``, ``retrolog gc``, ``retrolog du``.
+
+Deleting a run removes its rows from every table and its snapshot ref; the blobs of its
+checkpoints stay until ``gc`` sweeps what no remaining run references (blobs are shared between
+runs through deduplication, so they cannot be deleted with the run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import delete, select
+
+from .project import Project
+from .relational.access import open_store, resolve_project
+from .relational.describe import find_run
+from .store import schema
+from .versions import GitRepo
+
+
+class MaintenanceError(RuntimeError):
+    """The operation is unsafe right now; the message says why."""
+
+
+@dataclass
+class RunUsage:
+    run_id: str
+    status: str
+    checkpoints: int
+    bytes: int  # unique bytes its checkpoints reference (shared blobs counted in each run)
+
+
+def delete_runs(run_ids: Sequence[str], project: Project | str | Path | None = None) -> list[str]:
+    """Delete runs (ids or unique prefixes) and everything recorded or replayed for them."""
+    proj = resolve_project(project)
+    store = open_store(proj)
+    rows = [find_run(store, run_id) for run_id in run_ids]
+    for row in rows:
+        if row.status == "running":
+            raise MaintenanceError(f"run {row.run_id} is still running")
+    keys = [int(row.id) for row in rows]
+    ids = [row.run_id for row in rows]
+    with store.writer.begin() as conn:
+        for table in (schema.logs, schema.loops, schema.args, schema.timings, schema.checkpoints):
+            conn.execute(delete(table).where(table.c.run.in_(keys)))
+        for table in (schema.replay_runs, schema.replay_tasks):
+            conn.execute(delete(table).where(table.c.run_id.in_(ids)))
+        conn.execute(delete(schema.runs).where(schema.runs.c.id.in_(keys)))
+    if proj.in_git:
+        repo = GitRepo(proj.root)
+        for run_id in ids:
+            repo.delete_run_ref(run_id)
+    return ids
+
+
+def collect_garbage(
+    project: Project | str | Path | None = None, dry_run: bool = False
+) -> tuple[int, int]:
+    """Remove checkpoint blobs no remaining run references; returns (blobs, bytes) removed."""
+    from .checkpoint import gc
+    from .objects import open_object_store
+
+    proj = resolve_project(project)
+    store = open_store(proj)
+    running = store.running_runs()
+    if running:
+        raise MaintenanceError(
+            f"{len(running)} run(s) are recording into this project ({running[0][0]}...); "
+            "gc would delete the blobs of checkpoints they are writing. Run it when they finish."
+        )
+    objects = open_object_store(proj.objects_url)
+    with store.reader.connect() as conn:
+        live = [row[0] for row in conn.execute(select(schema.checkpoints.c.manifest))]
+    return gc(objects, live, dry_run=dry_run)
+
+
+def disk_usage(project: Project | str | Path | None = None) -> tuple[list[RunUsage], int]:
+    """Checkpoint bytes per run, and the unique total across all runs."""
+    from .checkpoint import usage
+    from .objects import open_object_store
+
+    proj = resolve_project(project)
+    store = open_store(proj)
+    objects = open_object_store(proj.objects_url)
+    manifests: dict[int, list[str]] = {}
+    for run_key, manifest in store.fetch("SELECT run, manifest FROM checkpoints"):
+        manifests.setdefault(run_key, []).append(manifest)
+    out = []
+    for key, run_id, status in store.fetch("SELECT id, run_id, status FROM runs ORDER BY run_id"):
+        digests = manifests.get(key, [])
+        out.append(
+            RunUsage(run_id, status, len(digests), usage(objects, digests) if digests else 0)
+        )
+    total = usage(objects, [d for ds in manifests.values() for d in ds])
+    return out, total
