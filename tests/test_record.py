@@ -203,7 +203,7 @@ def test_timings_cover_prefix_iterations_nested_loops_and_suffix(project: Path) 
         "SELECT kind, loop, iteration, seconds, count FROM timings ORDER BY kind, iteration"
     )
     kinds = t.groupby("kind").size().to_dict()
-    assert kinds == {"iteration": 2, "main": 1, "nested": 2, "prefix": 1, "suffix": 1}
+    assert kinds == {"iteration": 2, "main": 1, "nested": 2, "prefix": 1, "startup": 1, "suffix": 1}
     seconds = dict(zip(t["kind"], t["seconds"]))
     assert seconds["prefix"] >= 0.05 and seconds["suffix"] >= 0.03
     iterations = t[t["kind"] == "iteration"]["seconds"]

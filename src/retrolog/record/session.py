@@ -46,7 +46,8 @@ class RunSession:
         self.run_id = new_run_id()
         self.pid = os.getpid()
         self.start_time = time.time()
-        self._t0 = time.perf_counter() - _seconds_since_process_start()
+        since_start = _seconds_since_process_start()
+        self._t0 = time.perf_counter() - since_start
         self.script = script
         self.overrides = overrides
         self.unused_overrides = set(overrides)
@@ -76,6 +77,8 @@ class RunSession:
         self.status: str | None = None
         self.error: str | None = None
         self.events.append(("run", self._facts(argv)))
+        # Interpreter start and imports up to the first retrolog call: what a fork server saves.
+        self.events.append(("timing", "startup", None, 0, None, since_start, None))
         try:
             self._journal = self._open_journal()
         except OSError as exc:
