@@ -230,3 +230,52 @@ def test_notebook_cells_are_runs(project: Path) -> None:
     runs = retrolog.runs()
     assert list(runs["status"]) == ["finished", "finished", "failed"]
     assert list(retrolog.dataframe("cell")["cell"]) == [1, 2, 3]
+
+
+def test_progress_bar_on_a_terminal_only(project: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from .conftest import script_env
+
+    write_script(
+        project,
+        "import retrolog\nfor e in retrolog.loop('epoch', range(3)):\n    retrolog.log('e', e)\n",
+    )
+
+    def stderr_of(tty: bool, **env: str) -> str:
+        if not tty:
+            return run_python(project, "train.py", **env).stderr
+        import fcntl
+        import struct
+        import termios
+
+        main, child = pty.openpty()
+        fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a real size
+        proc = subprocess.Popen(
+            [sys.executable, "train.py"],
+            cwd=project,
+            env=script_env(**env),
+            stdin=child,
+            stdout=child,
+            stderr=child,
+        )
+        os.close(child)
+        chunks = []
+        while True:
+            try:
+                data = os.read(main, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait()
+        os.close(main)
+        return b"".join(chunks).decode(errors="replace")
+
+    assert "3/3" in stderr_of(True, RETROLOG_PROGRESS="1")
+    assert "3/3" not in stderr_of(True, RETROLOG_PROGRESS="0")
+    assert "3/3" not in stderr_of(False, RETROLOG_PROGRESS="1")
