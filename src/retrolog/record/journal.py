@@ -39,7 +39,7 @@ class Journal:
     def append(self, events: Iterable[Sequence[Any]]) -> None:
         """Write events as JSON lines and hand them to the OS (survives a process kill)."""
         assert self._file is not None
-        self._file.write("".join(json.dumps(ev, allow_nan=True) + "\n" for ev in events))
+        self._file.write("".join(encode_event(ev) + "\n" for ev in events))
         self._file.flush()
 
     def close(self, delete: bool) -> None:
@@ -49,6 +49,32 @@ class Journal:
             self.path.unlink(missing_ok=True)
         self._file.close()  # closing releases the lock
         self._file = None
+
+
+_names: dict[str, str] = {}
+
+
+def _json_name(name: str) -> str:
+    encoded = _names.get(name)
+    if encoded is None:
+        encoded = _names[name] = json.dumps(name)
+    return encoded
+
+
+def encode_event(ev: Sequence[Any]) -> str:
+    """One event as a JSON array. Log and loop events (nearly all of them) are formatted directly:
+    json.dumps costs several times more and runs once per logged value."""
+    kind = ev[1]
+    if kind == "log":
+        seq, _, ctx, name, vtype, num, text = ev
+        number = "null" if num is None else repr(num)  # cells hold finite floats only
+        text_json = "null" if text is None else json.dumps(text)
+        return f'[{seq},"log",{ctx},{_json_name(name)},"{vtype}",{number},{text_json}]'
+    if kind == "ctx":
+        seq, _, cid, parent, depth, name, iteration, value, started = ev
+        value_json = "null" if value is None else json.dumps(value)
+        return f'[{seq},"ctx",{cid},{parent},{depth},{_json_name(name)},{iteration},{value_json},{started!r}]'
+    return json.dumps(ev, allow_nan=True)
 
 
 def read_events(path: Path) -> list[list[Any]]:

@@ -119,10 +119,14 @@ class RunSession:
 
     # -- context ---------------------------------------------------------------------------
     def new_context(self, name: str, iteration: int, item: Any) -> int:
+        """Open a loop iteration. Hot (once per iteration): the item is kept as it is only when it
+        is an immutable scalar, and encoded later by the flusher."""
         self._next_ctx += 1
         cid = self._next_ctx
+        if type(item) not in _SCALARS:
+            item = None
         self.events.append(
-            ("ctx", cid, self.ctx, self.depth + 1, name, iteration, _item_value(item), time.time())
+            ("ctx", cid, self.ctx, self.depth + 1, name, iteration, item, time.time())
         )
         return cid
 
@@ -352,6 +356,8 @@ class RunSession:
         del self.rows[:n_rows]
         for ev in events:
             self._seq += 1
+            if ev[0] == "ctx":
+                ev = (*ev[:6], _item_value(ev[6]), ev[7])
             out.append([self._seq, *ev])
         for name, value, ctx in rows:
             cell = value if type(value) is tuple else None
@@ -497,6 +503,9 @@ def _seconds_since_process_start() -> float:
         return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
     except (OSError, ValueError, IndexError, AttributeError):
         return 0.0
+
+
+_SCALARS = frozenset({int, float, str, bool})
 
 
 def _item_value(item: Any) -> str | None:

@@ -103,6 +103,28 @@ class Store:
             return postgresql.insert(table).on_conflict_do_nothing()
         return insert(table)
 
+    def _bulk_insert(
+        self,
+        conn: Connection,
+        table: str,
+        columns: Sequence[str],
+        rows: list[tuple[Any, ...]],
+        ignore_conflicts: bool = False,
+    ) -> None:
+        """executemany straight on the driver: the big tables get up to millions of rows, and
+        SQLAlchemy's per-row parameter processing costs several times the insert itself.
+        ``table`` and ``columns`` are our own constants, never user input."""
+        style = self.writer.dialect.paramstyle
+        mark = "?" if style == "qmark" else "%s"
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+        if ignore_conflicts:
+            sql = (
+                sql.replace("INSERT INTO", "INSERT OR IGNORE INTO")
+                if self.is_sqlite
+                else sql + " ON CONFLICT DO NOTHING"
+            )
+        conn.exec_driver_sql(sql, rows)
+
     def ingest(self, run_id: str, events: Iterable[Event]) -> int:
         """Apply journal events of one run; events at or below the run's high-water mark are skipped.
 
@@ -131,35 +153,17 @@ class Store:
             if not fresh:
                 return 0
             facts: dict[str, Any] = {}
-            arg_rows, ctx_rows, log_rows, timing_rows, ckpt_rows = [], [], [], [], []
+            arg_rows: list[dict[str, Any]] = []
+            timing_rows: list[dict[str, Any]] = []
+            ckpt_rows: list[dict[str, Any]] = []
+            ctx_rows: list[tuple[Any, ...]] = []
+            log_rows: list[tuple[Any, ...]] = []
             for ev in fresh:
                 kind = ev[1]
                 if kind == "log":
-                    log_rows.append(
-                        {
-                            "run": run_key,
-                            "seq": ev[0],
-                            "ctx_id": ev[2],
-                            "name": ev[3],
-                            "vtype": ev[4],
-                            "value_num": ev[5],
-                            "value_text": ev[6],
-                            "replay_id": None,
-                        }
-                    )
+                    log_rows.append((run_key, ev[0], ev[2], ev[3], ev[4], ev[5], ev[6]))
                 elif kind == "ctx":
-                    ctx_rows.append(
-                        {
-                            "run": run_key,
-                            "ctx_id": ev[2],
-                            "parent_id": ev[3],
-                            "depth": ev[4],
-                            "name": ev[5],
-                            "iteration": ev[6],
-                            "value": ev[7],
-                            "start_time": ev[8],
-                        }
-                    )
+                    ctx_rows.append((run_key, *ev[2:9]))
                 elif kind == "arg":
                     arg_rows.append(
                         {
@@ -203,9 +207,9 @@ class Store:
             if arg_rows:
                 conn.execute(self._insert_ignore(schema.args), arg_rows)
             if ctx_rows:
-                conn.execute(self._insert_ignore(schema.loops), ctx_rows)
+                self._bulk_insert(conn, "loops", _LOOP_COLUMNS, ctx_rows, ignore_conflicts=True)
             if log_rows:
-                conn.execute(insert(schema.logs), log_rows)
+                self._bulk_insert(conn, "logs", _LOG_COLUMNS, log_rows)
             if timing_rows:
                 conn.execute(insert(schema.timings), timing_rows)
             if ckpt_rows:
@@ -235,6 +239,9 @@ class Store:
     def running_runs(self) -> list[Any]:
         return self.fetch("SELECT run_id, host, pid FROM runs WHERE status = 'running'")
 
+
+_LOG_COLUMNS = ("run", "seq", "ctx_id", "name", "vtype", "value_num", "value_text")
+_LOOP_COLUMNS = ("run", "ctx_id", "parent_id", "depth", "name", "iteration", "value", "start_time")
 
 _RUN_FACT_KEYS = {
     "script",
