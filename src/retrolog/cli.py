@@ -266,6 +266,21 @@ def replay_command(
         raise typer.Exit(1)
 
 
+@app.command("ui")
+def ui_command(
+    port: Annotated[int | None, typer.Option("--port", "-p", help="Port (default: a free one).")] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Interface to bind; anything but loopback exposes your runs.")
+    ] = "127.0.0.1",
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the UI in a browser.")] = False,
+    project: ProjectOption = None,
+) -> None:
+    """Serve the local web UI over this project's runs, metrics, versions and replays."""
+    from .ui import serve
+
+    serve(project=project, host=host, port=port, open_browser=open_browser)
+
+
 @app.command("du")
 def du_command(fmt: FormatOption = Format.table, project: ProjectOption = None) -> None:
     """Checkpoint space per run (shared blobs count in each run) and the unique total."""
