@@ -1,7 +1,13 @@
-"""`make demo`: record a few real training runs in a scratch git repository and query them.
+"""`make demo`: record real training runs under two code versions, then log in hindsight.
 
-Creates ./demo-project (a git repository of its own), copies the reference workload into it as
-train.py, records three runs with different learning rates, and prints what retrolog stored.
+1. Creates ./demo-project (a git repository of its own) with the reference workload as train.py.
+2. Records two runs with version 1 of the code, then commits version 2 (the network variable is
+   renamed `net` -> `model`, dropout changes) and records a third run.
+3. Adds two statements nobody logged at the time to today's script: the weight norm after each
+   epoch and the gradient norm inside the step loop.
+4. `retrolog replay` fills them in for the past runs: propagating the statements into version 1
+   (with the rename), restoring checkpoints instead of re-training, checking that the replays
+   reproduce what the runs logged.
 """
 
 from __future__ import annotations
@@ -15,65 +21,63 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEMO = HERE.parent / "demo-project"
 EPOCHS = 6
-RATES = ("1e-3", "2e-3", "4e-3")
+BIN = Path(sys.executable).parent
+ENV = dict(os.environ, GIT_AUTHOR_NAME="demo", GIT_AUTHOR_EMAIL="demo@example.com", GIT_COMMITTER_NAME="demo",
+           GIT_COMMITTER_EMAIL="demo@example.com", RETROLOG_PROGRESS="0", COLUMNS=os.environ.get("COLUMNS", "120"))
+
+WEIGHT_NORM = '        retrolog.log("weight_norm", sum(p.norm().item() for p in model.parameters()))\n'
+GRAD_NORM = '            retrolog.log("grad_norm", sum(p.grad.norm().item() for p in model.parameters()))\n'
 
 
-def sh(*args: str, cwd: Path = DEMO) -> None:
-    subprocess.run(args, cwd=cwd, check=True)
+def run(*args: str) -> None:
+    print(f"\n$ {' '.join(args)}", flush=True)
+    subprocess.run(args, cwd=DEMO, check=True, env=ENV)
+
+
+def train(rate: str) -> None:
+    run(str(BIN / "python"), "train.py", "--kwargs", f"lr={rate}", f"epochs={EPOCHS}")
 
 
 def main() -> None:
     if DEMO.exists():
         shutil.rmtree(DEMO)
     DEMO.mkdir()
-    env = dict(
-        os.environ,
-        GIT_AUTHOR_NAME="demo",
-        GIT_AUTHOR_EMAIL="demo@example.com",
-        GIT_COMMITTER_NAME="demo",
-        GIT_COMMITTER_EMAIL="demo@example.com",
-    )
-    shutil.copy(HERE / "train_digits.py", DEMO / "train.py")
-    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=DEMO, check=True)
-    subprocess.run(["git", "add", "train.py"], cwd=DEMO, check=True, env=env)
-    subprocess.run(
-        ["git", "commit", "-q", "-m", "reference workload"], cwd=DEMO, check=True, env=env
-    )
+    source = (HERE / "train_digits.py").read_text()
+    (DEMO / "train.py").write_text(source)
+    run("git", "init", "-q", "-b", "main")
+    run("git", "add", "train.py")
+    run("git", "commit", "-q", "-m", "version 1")
+    train("1e-3")
+    train("2e-3")
 
-    for rate in RATES:
-        print(f"\n== recording: python train.py --kwargs lr={rate} epochs={EPOCHS}", flush=True)
-        subprocess.run(
-            [sys.executable, "train.py", "--kwargs", f"lr={rate}", f"epochs={EPOCHS}"],
-            cwd=DEMO,
-            check=True,
-            env=env,
-        )
+    version2 = source.replace("net", "model").replace("nn.Dropout(0.2)", "nn.Dropout(0.3)")
+    (DEMO / "train.py").write_text(version2)
+    run("git", "commit", "-q", "-am", "version 2: rename net to model, more dropout")
+    train("4e-3")
+
+    today = version2.replace("        scheduler.step()\n", "        scheduler.step()\n" + WEIGHT_NORM)
+    today = today.replace("            optimizer.step()\n", GRAD_NORM + "            optimizer.step()\n")
+    (DEMO / "train.py").write_text(today)
+    print("\n== today's train.py has two new statements (not committed):")
+    print(WEIGHT_NORM + GRAD_NORM)
+
+    retrolog = str(BIN / "retrolog")
+    run(retrolog, "replay", "weight_norm", "--yes", "--workers", "2")
+    run(retrolog, "replay", "grad_norm", "--where", "lr > 3e-3 AND epoch = 5 AND step < 4", "--yes")
 
     os.chdir(DEMO)
     import pandas as pd
 
-    import retrolog
+    import retrolog as rl
 
     pd.set_option("display.width", 160)
-    pd.set_option("display.max_columns", 12)
-    runs = retrolog.runs()
-    print("\n== retrolog.runs()")
-    print(
-        runs[["run_id", "status", "version", "lr", "epochs", "duration"]].assign(
-            version=runs["version"].str[:10]
-        )
-    )
-    frame = retrolog.dataframe("lr", "val_acc")
-    print(
-        "\n== retrolog.dataframe('lr', 'val_acc'), pivoted: validation accuracy per epoch and learning rate"
-    )
-    print(frame.pivot(index="epoch", columns="lr", values="val_acc").round(4))
-    losses = retrolog.dataframe("lr", "loss")
-    print(
-        f"\n== retrolog.dataframe('lr', 'loss'): {len(losses)} rows (one per run, epoch and step)"
-    )
-    print(losses.groupby(["lr", "epoch"])["loss"].mean().unstack("lr").round(4))
-    print(f"\nExplore it yourself:  cd {DEMO.name} && ../.venv/bin/retrolog runs")
+    frame = rl.dataframe("lr", "val_acc", "weight_norm")
+    print("\n== validation accuracy and the hindsight weight norm, per epoch and learning rate")
+    print(frame.pivot(index="epoch", columns="lr", values=["val_acc", "weight_norm"]).round(3))
+    grads = rl.dataframe("lr", "loss", "grad_norm").dropna(subset=["grad_norm"])
+    print("\n== the hindsight gradient norm where --where selected it, next to the recorded loss")
+    print(grads[["run_id", "lr", "epoch", "step", "loss", "grad_norm"]].round(4).to_string(index=False))
+    print(f"\nExplore it yourself:  cd {DEMO.name} && ../.venv/bin/retrolog runs   (or: retrolog ui)")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ def test_all_is_pinned() -> None:
         "iteration",
         "log",
         "loop",
+        "propagate",
         "query",
+        "replay",
         "runs",
     ]
 
@@ -24,10 +26,14 @@ def test_every_exported_name_resolves_to_a_callable_or_class() -> None:
 
 
 def test_query_functions_are_not_shadowed_by_subpackages() -> None:
-    import retrolog.relational  # noqa: F401  (importing the engine must not replace the functions)
+    import retrolog.propagation
+    import retrolog.relational
+    import retrolog.replaying  # noqa: F401  (importing the engines must not replace the functions)
 
     assert retrolog.query.__module__ == "retrolog.relational"
     assert retrolog.dataframe.__module__ == "retrolog.relational.frames"
+    assert retrolog.replay.__module__ == "retrolog.replaying.api"
+    assert retrolog.propagate.__module__.startswith("retrolog.propagation")
 
 
 def test_import_is_light() -> None:

@@ -1,7 +1,8 @@
 """retrolog: multiversion hindsight logging for machine-learning training.
 
 Record with ``log``/``arg``/``loop``/``iteration``/``checkpointing``/``commit``; query with
-``dataframe``/``query``/``runs``. The query side imports pandas and SQLAlchemy lazily, so
+``dataframe``/``query``/``runs``; log in hindsight with ``replay`` (and ``propagate``, the
+statement placement it uses). The query side imports pandas and SQLAlchemy lazily, so
 ``import retrolog`` in a training script stays cheap.
 """
 
@@ -22,7 +23,9 @@ __all__ = [
     "iteration",
     "log",
     "loop",
+    "propagate",
     "query",
+    "replay",
     "runs",
 ]
 
@@ -30,6 +33,8 @@ _LAZY = {
     "dataframe": ("retrolog.relational", "dataframe"),
     "query": ("retrolog.relational", "query"),
     "runs": ("retrolog.relational", "runs"),
+    "replay": ("retrolog.replaying", "replay"),
+    "propagate": ("retrolog.propagation", "propagate"),
 }
 
 
