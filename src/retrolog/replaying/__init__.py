@@ -3,12 +3,14 @@ another executor), verify fidelity and store new values with provenance. See doc
 
 from .api import ReplayError, ReplayReport, replay
 from .executor import Executor, Job, JobResult, LocalProcessExecutor
+from .forkserver import ForkServerExecutor
 from .plan import Plan
 
 __all__ = [
     "Executor",
     "Job",
     "JobResult",
+    "ForkServerExecutor",
     "LocalProcessExecutor",
     "Plan",
     "ReplayError",

@@ -12,6 +12,7 @@ from ..project import Project
 from ..relational.access import open_store, resolve_project
 from .execute import RunResult, run_plan
 from .executor import Executor, JobResult
+from .forkserver import ForkServerExecutor
 from .plan import Plan
 from .planner import NOT_SELECTED, ReplayError, build_plan
 

@@ -20,7 +20,8 @@ from ..record.replay_session import REPLAY_ENV, TaskSpec
 from ..store import Store, schema
 from ..versions import GitRepo
 from .collect import Fidelity, TaskOutput, compare_and_pick, read_output
-from .executor import Executor, Job, JobResult, LocalProcessExecutor
+from .executor import Executor, Job, JobResult
+from .forkserver import ForkServerExecutor, script_imports
 from .plan import Plan, RunPlan, TaskPlan
 from .planner import NOT_SELECTED, RunData, VersionScript
 
@@ -77,7 +78,9 @@ def run_plan(
     keep_workdir: bool = False,
 ) -> tuple[list[RunResult], list[JobResult], float]:
     """Execute every task of ``plan`` and store what it produced. Returns (runs, jobs, seconds)."""
-    executor = executor or LocalProcessExecutor(plan.workers)
+    if executor is None:
+        preload = sorted({m for v in versions.values() for m in script_imports(v.source)})
+        executor = ForkServerExecutor(plan.workers, preload=preload)
     workdir = Path(tempfile.mkdtemp(prefix=f"retrolog-replay-{plan.replay_id}-"))
     started = time.time()
     _record_plan(store, plan, versions)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 LEVEL_ORDER = {"prefix": 0, "suffix": 1, "outer": 2, "inner": 3, "full": 4}
-STARTUP_SECONDS = 0.0  # process start is inside the recorded prefix (measured from exec)
+FORK_SECONDS = 0.12  # a forked task's fixed cost (fork, exit, torch's atexit handlers)
 RESTORE_OVERHEAD_SECONDS = 0.01
 
 
@@ -20,7 +20,8 @@ RESTORE_OVERHEAD_SECONDS = 0.01
 class RunTimings:
     """A recorded run's timings, as the cost model needs them."""
 
-    prefix: float = 0.0
+    startup: float = 0.0  # interpreter start + imports before the first retrolog call
+    prefix: float = 0.0  # from process start to the main loop (includes startup)
     suffix: float = 0.0
     total: float = 0.0
     iterations: dict[int, float] = field(default_factory=dict)  # main iteration -> seconds
@@ -77,6 +78,9 @@ class Plan:
     workers: int
     runs: list[RunPlan]
     load_speed: float  # checkpoint bytes per second the restore estimates assume
+    server_seconds: float = (
+        0.0  # one-off start of the fork server (interpreter + preloaded imports)
+    )
 
     @property
     def tasks(self) -> list[TaskPlan]:
@@ -84,8 +88,10 @@ class Plan:
 
     @property
     def estimate_seconds(self) -> float:
-        """Makespan of the tasks over the workers (longest task first onto the least-loaded)."""
-        return makespan([t.estimate_seconds for t in self.tasks], self.workers)
+        """Server start, then the makespan of the tasks over the workers (longest task first onto
+        the least-loaded worker)."""
+        tasks = [t.estimate_seconds for t in self.tasks]
+        return (self.server_seconds if tasks else 0.0) + makespan(tasks, self.workers)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -132,8 +138,9 @@ def split_contiguous(values: list[int], parts: int) -> list[list[int]]:
 class CostModel:
     """Seconds a task will take, from the run's recorded timings and checkpoint sizes."""
 
-    def __init__(self, load_speed: float) -> None:
+    def __init__(self, load_speed: float, forked: bool = True) -> None:
         self.load_speed = load_speed
+        self.forked = forked  # tasks fork from a server that already imported the script's modules
 
     def restore(self, nbytes: int) -> float:
         return RESTORE_OVERHEAD_SECONDS + nbytes / self.load_speed
@@ -163,8 +170,9 @@ class CostModel:
         """(seconds, basis) for one task."""
         if level == "full":
             return timings.total, "the recorded run's duration (whole script re-executed)"
-        seconds = STARTUP_SECONDS + timings.prefix
-        parts = [f"prefix {timings.prefix:.2f}s"]
+        prefix = timings.prefix - timings.startup + FORK_SECONDS if self.forked else timings.prefix
+        seconds = max(prefix, 0.0)
+        parts = [f"prefix {seconds:.2f}s" + (" (imports preloaded)" if self.forked else "")]
         if level == "prefix":
             return seconds, parts[0]
         if level == "suffix" and skip_main_loop and main_exit_bytes is not None:

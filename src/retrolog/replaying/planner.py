@@ -92,7 +92,9 @@ def load_run(store: Store, row: Any, main_loop: str | None) -> RunData:
     for kind, loop, ctx_id, iteration, seconds in store.fetch(
         "SELECT kind, loop, ctx_id, iteration, seconds FROM timings WHERE run = :r", {"r": key}
     ):
-        if kind == "prefix":
+        if kind == "startup":
+            timings.startup = seconds
+        elif kind == "prefix":
             timings.prefix = seconds
         elif kind == "suffix":
             timings.suffix = seconds
@@ -163,6 +165,7 @@ def build_plan(
     where: str | None = None,
     workers: int = 1,
     script: str | None = None,
+    forked: bool = True,
 ) -> tuple[Plan, dict[str, RunData], dict[str, VersionScript]]:
     """Plan a replay of the statements logging ``names`` in today's script."""
     names = list(dict.fromkeys(names))
@@ -217,7 +220,7 @@ def build_plan(
             plan.skipped = f"no recorded iterations of its main loop {main_name!r}"
     selected = _select(store, [p for p in plans if not p.skipped], runs, versions, where)
     objects_manifests = [c[2] for data in runs.values() for c in data.checkpoints[:1]]
-    model = CostModel(measure_load_speed(project.objects_url, objects_manifests))
+    model = CostModel(measure_load_speed(project.objects_url, objects_manifests), forked=forked)
     for plan in plans:
         if not plan.skipped and not selected.get(plan.run_id):
             plan.skipped = NOT_SELECTED
@@ -268,8 +271,10 @@ def build_plan(
             )
     replay_id = new_run_id()
     stmt_texts = [s.text for s in statements]
+    planned = [runs[p.run_id].timings.startup for p in plans if p.tasks]
+    server = (max(planned) if planned else 0.0) if forked else 0.0
     return (
-        Plan(replay_id, names, script, stmt_texts, where, workers, plans, model.load_speed),
+        Plan(replay_id, names, script, stmt_texts, where, workers, plans, model.load_speed, server),
         runs,
         versions,
     )

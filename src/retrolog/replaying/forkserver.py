@@ -1,0 +1,607 @@
+"""A fork-server executor: import the heavy modules once, fork a fresh child per replay task.
+
+Starting ``python script.py`` costs interpreter start-up plus ``import torch`` (seconds) for every
+task, often more than the task's work. ``ForkServerExecutor`` starts one server process per
+``run()`` (this file run as a script), which imports ``preload`` and retrolog's replay runtime,
+then forks a child per job. The child becomes what ``python script.py`` would have been: the
+job's environment (plus what the preloaded imports added to ``os.environ``, as they would in the
+script), cwd, argv, ``sys.path[0]``, fd 1/2 appended to the job's log, stdin from
+/dev/null, a new ``__main__``, fresh stdio objects, signal handlers, hooks and caches as a new
+interpreter has them (``random`` reseeds itself at fork, the legacy NumPy global generator is
+reseeded from OS entropy, torch's default generator gets a distinct seed in each child as in
+each process). It runs the script, maps ``SystemExit`` / uncaught exceptions to an exit
+status like the interpreter, waits for non-daemon threads, runs ``atexit`` handlers (retrolog's
+``commit`` writes the task output there), flushes files and ``os._exit``\\ s. Parent and server
+talk JSON lines over the server's stdin/stdout.
+
+Fork safety: forking after ``import torch`` is safe only while no intra-op thread pool (OpenMP,
+MKL) has been started in the server, so the server never runs tensor operations; it only
+imports. Each child starts its own pools with its own environment (``OMP_NUM_THREADS`` etc.).
+NumPy's OpenBLAS starts its pool at import but shuts it down around ``fork`` (atfork handlers);
+``server_threads`` reports the server's native thread count after preloading. Preloading a
+module that starts threads of its own at import (a client connecting to a server, a watchdog)
+is not safe: keep ``preload`` to the script's library imports.
+
+When the fork cannot reproduce a fresh interpreter the child ``execve``\\ s the job's command
+instead (correct, just not faster): another interpreter or flags in ``argv``, start-up variables
+(``PYTHON*``, ``LD_*``, ``OMP_*``, ``MKL_*``, ``TORCH_*``, ...) that differ from the server's, or
+a file next to the script that would shadow a preloaded module. If the server dies, the lost
+attempts and the remaining jobs run as plain subprocesses (``LocalProcessExecutor``'s), with a
+warning; on Linux the server's children die with it (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import builtins
+import contextlib
+import gc
+import importlib
+import importlib.machinery
+import io
+import json
+import linecache
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import types
+import warnings
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .executor import EventCallback, Job, JobResult
+
+ALWAYS_PRELOAD = ("retrolog", "retrolog.record", "retrolog.checkpoint", "retrolog.objects")
+# imported lazily by nearly every task that uses the key: torch.optim pulls in torch._dynamo
+# (~800 modules, seconds) at the first optimizer; retrolog's checkpoints use safetensors
+IMPLIED_PRELOAD = {
+    "torch": ("torch._dynamo", "safetensors.torch"),
+    "numpy": ("safetensors.numpy",),
+}
+READY_TIMEOUT = 300.0  # seconds the server may take to import everything
+_SERVER_FILE = os.path.abspath(__file__)
+_STARTUP_PREFIXES = (
+    "PYTHON",
+    "LD_",
+    "OMP_",
+    "GOMP_",
+    "KMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "TORCH",
+    "PYTORCH",
+)
+_HANDLED_VARS = frozenset({"PYTHONUNBUFFERED"})  # the child rebuilds its stdio for this one
+_LOST = "retrolog: the fork server died during this attempt; restarting the task as a subprocess"
+
+
+class ForkServerError(RuntimeError):
+    """The fork server could not start or died; the message carries its exit status and stderr."""
+
+
+def script_imports(source: str) -> list[str]:
+    """The absolute imports a script runs at module level (not inside functions or classes),
+    in order: the natural ``preload`` for it. Unparsable source gives none."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names: list[str] = []
+    todo: deque[ast.AST] = deque([tree])
+    while todo:
+        node = todo.popleft()
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+        elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            todo.extend(ast.iter_child_nodes(node))
+    return [n for n in dict.fromkeys(names) if n != "__future__"]
+
+
+def _startup_env(env: dict[str, str]) -> dict[str, str]:
+    """The variables an interpreter or native library reads at start-up or import time."""
+    return {
+        k: v for k, v in env.items() if k.startswith(_STARTUP_PREFIXES) and k not in _HANDLED_VARS
+    }
+
+
+# -- parent side -----------------------------------------------------------------------------
+class _Backend(Protocol):
+    def submit(self, job: Job) -> None: ...
+    def wait(self, timeout: float) -> list[tuple[int, int]]: ...
+    def close(self) -> None: ...
+
+
+class _Subprocesses:
+    """The fallback: each attempt a plain subprocess, started as LocalProcessExecutor starts it."""
+
+    def __init__(self) -> None:
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def submit(self, job: Job) -> None:
+        from .executor import LocalProcessExecutor
+
+        self.procs[job.task_id] = LocalProcessExecutor._start(job)
+
+    def wait(self, timeout: float) -> list[tuple[int, int]]:
+        time.sleep(timeout)
+        done = [(t, p.returncode) for t, p in self.procs.items() if p.poll() is not None]
+        for task_id, _code in done:
+            del self.procs[task_id]
+        return done
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+class _ServerClient:
+    """The parent's handle on a running fork server."""
+
+    def __init__(self, interpreter: str, preload: list[str], env: dict[str, str]) -> None:
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        self.proc = subprocess.Popen(
+            [interpreter, _SERVER_FILE, *preload],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=env,
+            bufsize=0,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin, self.fd = self.proc.stdin, self.proc.stdout.fileno()
+        self.buffer = b""
+        self.exec_reasons: dict[int, str] = {}
+        deadline = time.monotonic() + READY_TIMEOUT
+        self.hello: dict[str, Any] = {}
+        try:
+            while not self.hello:
+                if time.monotonic() > deadline:
+                    raise ForkServerError(f"the fork server was not ready in {READY_TIMEOUT:.0f}s")
+                self.hello = next(iter(self._messages(1.0)), {})
+        except BaseException:
+            self.close()
+            raise
+
+    def submit(self, job: Job) -> None:
+        request = {
+            "task_id": job.task_id,
+            "argv": list(job.argv),
+            "cwd": str(job.cwd),
+            "env": dict(job.env),
+            "log_path": str(job.log_path),
+        }
+        data = memoryview((json.dumps(request) + "\n").encode())
+        try:
+            while data:
+                data = data[self.stdin.write(data) or 0 :]
+        except OSError as exc:
+            raise ForkServerError(self._death(f"{exc}")) from exc
+
+    def wait(self, timeout: float) -> list[tuple[int, int]]:
+        done = []
+        for msg in self._messages(timeout):
+            if msg.get("exec"):
+                self.exec_reasons[int(msg["task_id"])] = str(msg["exec"])
+            done.append((int(msg["task_id"]), int(msg["returncode"])))
+        return done
+
+    def _messages(self, timeout: float) -> list[dict[str, Any]]:
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        data = os.read(self.fd, 1 << 16) if ready else b""
+        if ready and not data or not ready and self.proc.poll() is not None:
+            raise ForkServerError(self._death("its pipe closed"))
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def _death(self, what: str) -> str:
+        try:
+            code: int | None = self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
+        self.stderr.seek(0)
+        tail = self.stderr.read()[-3000:].decode(errors="replace").strip()
+        return f"the fork server (pid {self.proc.pid}) died ({what}; exit status {code})" + (
+            f":\n{tail}" if tail else ""
+        )
+
+    def close(self) -> None:
+        """EOF on its stdin: the server kills what still runs, reaps and exits."""
+        with contextlib.suppress(OSError):
+            self.stdin.close()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.stderr.close()
+
+
+class ForkServerExecutor:
+    """Executor protocol like ``LocalProcessExecutor`` (same events, retries, result order), but
+    each attempt is a fork of a server that already imported ``preload`` (plus retrolog's replay
+    runtime). Attributes after ``run``: ``preload_errors`` (module -> why its import failed),
+    ``exec_reasons`` (task -> why it was exec'd rather than forked), ``fallback_error``."""
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        preload: Sequence[str] = (),
+        retries: int = 1,
+        poll_seconds: float = 0.05,
+        fallback: bool = True,
+    ) -> None:
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        implied = [m for name in preload for m in IMPLIED_PRELOAD.get(name.partition(".")[0], ())]
+        self.preload = list(dict.fromkeys([*ALWAYS_PRELOAD, *preload, *implied]))
+        self.retries = retries
+        self.poll_seconds = poll_seconds
+        self.fallback = fallback  # False: raise ForkServerError instead of falling back
+        self.server_pid: int | None = None
+        self.server_threads = 0
+        self.preload_errors: dict[str, str] = {}
+        self.exec_reasons: dict[int, str] = {}
+        self.fallback_error: str | None = None
+
+    def run(self, jobs: Sequence[Job], on_event: EventCallback) -> list[JobResult]:
+        from .executor import JobResult, _read, _tail
+
+        if not jobs:
+            return []
+        pending = deque(jobs)
+        attempts: dict[int, int] = {}
+        failures: dict[int, int] = {}
+        history: dict[int, list[str]] = {}
+        running: dict[int, tuple[float, Job]] = {}
+        results: dict[int, JobResult] = {}
+        last_progress: dict[int, str] = {}
+        backend: _Backend | None = None
+        try:
+            backend = self._open(jobs[0])
+            while pending or running:
+                try:
+                    while pending and len(running) < self.workers:
+                        job = pending.popleft()
+                        job.progress_path.unlink(missing_ok=True)
+                        job.output_path.unlink(missing_ok=True)  # a retry starts from nothing
+                        open(job.log_path, "ab").close()
+                        try:
+                            backend.submit(job)
+                        except ForkServerError:
+                            pending.appendleft(job)
+                            raise
+                        attempts[job.task_id] = attempts.get(job.task_id, 0) + 1
+                        running[job.task_id] = (time.perf_counter(), job)
+                        on_event("started", job.task_id, {"attempt": attempts[job.task_id]})
+                    finished = backend.wait(self.poll_seconds)
+                except ForkServerError as exc:
+                    backend = self._fall_back(exc, backend)
+                    for task_id, (_started, job) in sorted(running.items(), reverse=True):
+                        tail = _tail(job.log_path) + "\n" + _LOST
+                        history.setdefault(task_id, []).append(
+                            f"attempt {attempts[task_id]} lost ({exc}):\n{tail}"
+                        )
+                        on_event("retry", task_id, {"returncode": -signal.SIGKILL, "log": tail})
+                        pending.appendleft(job)
+                    running.clear()
+                    continue
+                if isinstance(backend, _ServerClient):
+                    self.exec_reasons.update(backend.exec_reasons)
+                for task_id, (_started, job) in running.items():
+                    progress = _read(job.progress_path)
+                    if progress and progress != last_progress.get(task_id):
+                        last_progress[task_id] = progress
+                        on_event("progress", task_id, {"progress": progress})
+                for task_id, code in finished:
+                    started, job = running.pop(task_id)
+                    seconds = time.perf_counter() - started
+                    tail = _tail(job.log_path)
+                    failures[task_id] = failures.get(task_id, 0) + (code != 0)
+                    if code != 0 and failures[task_id] <= self.retries:
+                        history.setdefault(task_id, []).append(
+                            f"attempt {attempts[task_id]} exited {code}:\n{tail}"
+                        )
+                        on_event("retry", task_id, {"returncode": code, "log": tail})
+                        pending.append(job)
+                        continue
+                    results[task_id] = JobResult(
+                        task_id, code, seconds, attempts[task_id], tail, history.get(task_id, [])
+                    )
+                    on_event("finished", task_id, {"returncode": code, "seconds": seconds})
+        finally:
+            if backend is not None:
+                backend.close()
+        return [results[job.task_id] for job in jobs]
+
+    def _open(self, first: Job) -> _Backend:
+        if not hasattr(os, "fork"):
+            return self._fall_back(ForkServerError("os.fork is not available here"), None)
+        try:
+            server = _ServerClient(first.argv[0], self.preload, dict(first.env))
+        except (ForkServerError, OSError) as exc:
+            return self._fall_back(ForkServerError(str(exc)), None)
+        self.server_pid = server.proc.pid
+        self.preload_errors = dict(server.hello.get("failed", {}))
+        self.server_threads = int(server.hello.get("threads", 1))
+        return server
+
+    def _fall_back(self, exc: ForkServerError, backend: _Backend | None) -> _Backend:
+        if backend is not None:
+            backend.close()
+        if not self.fallback:
+            raise exc
+        self.fallback_error = str(exc)
+        warnings.warn(
+            f"retrolog: {exc}\nrunning the remaining replay tasks as plain subprocesses",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return _Subprocesses()
+
+
+# -- server side (this file run as a script) ---------------------------------------------------
+class _Server:
+    """Imports ``preload``, then forks a child per request line until its stdin closes."""
+
+    def __init__(self, preload: list[str]) -> None:
+        startup = {name.partition(".")[0] for name in sys.modules}
+        self.signals = {s: signal.getsignal(s) for s in signal.valid_signals()}
+        self.req, self.resp = os.dup(0), os.dup(1)  # protocol fds, non-inheritable
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(2, 1)  # stray prints of the server go to its stderr, never into the protocol
+        os.close(null)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+        environ = dict(os.environ)
+        self.startup_env = _startup_env(environ)
+        failed = {}
+        for name in preload:
+            try:
+                importlib.import_module(name)
+            except BaseException as exc:  # an optional speed-up: never fatal
+                failed[name] = f"{type(exc).__name__}: {exc}"
+        self.prctl: Callable[..., int] | None = None
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                self.prctl = ctypes.CDLL(None, use_errno=True).prctl
+            except (OSError, AttributeError):
+                pass
+        self.preloaded = sorted({n.partition(".")[0] for n in sys.modules} - startup)
+        self.base_path = list(sys.path)
+        # variables the imports set themselves (torch._dynamo: TORCHINDUCTOR_CACHE_DIR)
+        self.import_env = {k: v for k, v in os.environ.items() if environ.get(k) != v}
+        self.pid = os.getpid()
+        self.children: dict[int, int] = {}  # pid -> task
+        self.reasons: dict[int, str | None] = {}  # pid -> why it was exec'd
+        gc.collect()
+        gc.freeze()  # keep the collector off the shared pages in the children
+        tasks = f"/proc/{self.pid}/task"  # native threads too (OpenBLAS starts its pool at load)
+        threads = len(os.listdir(tasks)) if os.path.isdir(tasks) else threading.active_count()
+        self._send({"ready": True, "pid": self.pid, "failed": failed, "threads": threads})
+
+    def _send(self, message: dict[str, Any]) -> None:
+        os.write(self.resp, (json.dumps(message) + "\n").encode())
+
+    def serve(self) -> None:
+        buffer, eof = b"", False
+        while not eof or self.children:
+            ready, _, _ = select.select([] if eof else [self.req], [], [], 0.01)
+            if ready:
+                data = os.read(self.req, 1 << 16)
+                if not data:
+                    eof = True
+                    for pid in self.children:
+                        os.kill(pid, signal.SIGKILL)
+                buffer += data
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        self._spawn(json.loads(line))
+            while self.children:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    break
+                task_id = self.children.pop(pid)
+                code = os.waitstatus_to_exitcode(status)
+                self._send({"task_id": task_id, "returncode": code, "exec": self.reasons.pop(pid)})
+
+    def _spawn(self, req: dict[str, Any]) -> None:
+        reason = self._exec_reason(req)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            with open(req["log_path"], "a") as log:
+                print(f"retrolog fork server: cannot fork: {exc}", file=log)
+            self._send({"task_id": req["task_id"], "returncode": 1, "exec": None})
+            return
+        if pid == 0:
+            code = 1
+            try:
+                code = self._child(req, reason)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        self.children[pid] = req["task_id"]
+        self.reasons[pid] = reason
+
+    def _exec_reason(self, req: dict[str, Any]) -> str | None:
+        """Why this job cannot be a fork of this server (None: it can)."""
+        argv, env = req["argv"], req["env"]
+        if len(argv) < 2 or argv[1].startswith("-"):
+            return "the command is not `python SCRIPT ...`"
+        if os.path.abspath(argv[0]) != os.path.abspath(sys.executable):
+            return f"another interpreter: {argv[0]}"
+        script = os.path.join(req["cwd"], argv[1])
+        if not os.path.isfile(script) or script.endswith(".pyc"):
+            return "the script is not a source file"
+        if _startup_env(env) != self.startup_env:
+            return "interpreter start-up variables differ from the server's"
+        folder = os.path.dirname(os.path.realpath(script))
+        shadowed = [name for name in self.preloaded if _found_in(name, folder)]
+        return f"the script's folder shadows preloaded {shadowed}" if shadowed else None
+
+    def _child(self, req: dict[str, Any], reason: str | None) -> int:
+        os.close(self.req)
+        os.close(self.resp)
+        if self.prctl is not None:
+            self.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG: die with the server
+            if os.getppid() != self.pid:
+                return 1
+        argv, env = list(req["argv"]), dict(req["env"])
+        log = os.open(req["log_path"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        os.chdir(req["cwd"])
+        for sig, handler in self.signals.items():
+            if handler is not None and signal.getsignal(sig) is not handler:
+                signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        if reason is not None:
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # as subprocess restores them
+                signal.signal(sig, signal.SIG_DFL)
+            os.execve(argv[0], argv, env)
+        os.environ.clear()
+        os.environ.update({**self.import_env, **env})
+        _fresh_stdio(bool(env.get("PYTHONUNBUFFERED")))
+        _fresh_state()
+        script = os.path.abspath(argv[1])
+        sys.argv, sys.orig_argv = argv[1:], argv
+        sys.path[:] = self.base_path
+        if not getattr(sys.flags, "safe_path", False):
+            sys.path.insert(0, os.path.dirname(os.path.realpath(script)))
+        return _run_script(script)
+
+
+def _found_in(name: str, folder: str) -> bool:
+    """Whether ``import name`` would find a module or regular package in ``folder``."""
+    try:
+        spec = importlib.machinery.PathFinder.find_spec(name, [folder])
+    except (ImportError, ValueError, OSError):
+        return False
+    return bool(spec is not None and spec.has_location)
+
+
+def _fresh_stdio(unbuffered: bool) -> None:
+    """New stdin/stdout/stderr objects on fds 0-2, buffered as a new interpreter buffers them."""
+    encoding = sys.stdout.encoding
+
+    def writer(fd: int, errors: str | None, line: bool) -> io.TextIOWrapper:
+        raw = io.FileIO(fd, "w", closefd=False)
+        binary: IO[bytes] = raw if unbuffered else io.BufferedWriter(raw)
+        return io.TextIOWrapper(
+            binary,
+            encoding,
+            errors,
+            line_buffering=line and not unbuffered,
+            write_through=unbuffered,
+        )
+
+    stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding)
+    stdout = writer(1, sys.stdout.errors, False)
+    stderr = writer(2, sys.stderr.errors, True)
+    sys.stdin, sys.stdout, sys.stderr = stdin, stdout, stderr
+    for name, stream in (("__stdin__", stdin), ("__stdout__", stdout), ("__stderr__", stderr)):
+        setattr(sys, name, stream)
+
+
+def _fresh_state() -> None:
+    """Hooks, caches and global generators as a new interpreter would have them."""
+    sys.excepthook = sys.__excepthook__
+    sys.displayhook = sys.__displayhook__
+    sys.unraisablehook = sys.__unraisablehook__
+    threading.excepthook = threading.__excepthook__
+    tempfile.tempdir = None
+    np_random = sys.modules.get("numpy.random")
+    if np_random is not None:
+        with contextlib.suppress(Exception):
+            np_random.seed()  # from OS entropy, as at a fresh import
+    importlib.invalidate_caches()
+    linecache.clearcache()
+
+
+def _run_script(script: str) -> int:
+    """Run ``script`` as ``__main__``; then shut down as the interpreter would. Exit status."""
+    main = types.ModuleType("__main__")
+    main.__dict__.update(
+        __file__=script,
+        __cached__=None,
+        __builtins__=builtins,
+        __loader__=importlib.machinery.SourceFileLoader("__main__", script),
+    )
+    sys.modules["__main__"] = main
+    code, interrupted = 0, False
+    try:
+        with io.open_code(script) as fh:
+            source = fh.read()
+        exec(compile(source, script, "exec", dont_inherit=True), main.__dict__)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except BaseException as exc:
+        interrupted, code = isinstance(exc, KeyboardInterrupt), 1
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == _run_script.__code__.co_filename:
+            tb = tb.tb_next  # drop this runner's frames, as a plain interpreter would show none
+        sys.excepthook(type(exc), exc.with_traceback(tb), tb)
+    try:
+        getattr(threading, "_shutdown", lambda: None)()  # join non-daemon threads
+    except BaseException:
+        traceback.print_exc()
+    atexit._run_exitfuncs()
+    _flush_open_files()
+    if interrupted:  # like CPython: die of SIGINT after an uncaught KeyboardInterrupt
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    return code & 0xFF
+
+
+def _flush_open_files() -> None:
+    """Flush what the script left open (a new interpreter would at shutdown), then stdio.
+    Objects from before the fork are frozen, so ``gc.get_objects`` lists only the child's."""
+    objects = gc.get_objects()
+    for kind in (io.TextIOWrapper, (io.BufferedWriter, io.BufferedRandom)):
+        for obj in objects:
+            if isinstance(obj, kind):
+                with contextlib.suppress(Exception):  # closed, detached: nothing to flush
+                    obj.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def _main(preload: list[str]) -> None:
+    here = os.path.dirname(os.path.realpath(__file__))
+    if sys.path and os.path.realpath(sys.path[0] or ".") == here:
+        del sys.path[0]  # run as a script: our folder must not become a top-level import root
+    _Server(preload).serve()
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
