@@ -22,11 +22,22 @@ HERE = Path(__file__).resolve().parent
 DEMO = HERE.parent / "demo-project"
 EPOCHS = 6
 BIN = Path(sys.executable).parent
-ENV = dict(os.environ, GIT_AUTHOR_NAME="demo", GIT_AUTHOR_EMAIL="demo@example.com", GIT_COMMITTER_NAME="demo",
-           GIT_COMMITTER_EMAIL="demo@example.com", RETROLOG_PROGRESS="0", COLUMNS=os.environ.get("COLUMNS", "120"))
+ENV = dict(
+    os.environ,
+    GIT_AUTHOR_NAME="demo",
+    GIT_AUTHOR_EMAIL="demo@example.com",
+    GIT_COMMITTER_NAME="demo",
+    GIT_COMMITTER_EMAIL="demo@example.com",
+    RETROLOG_PROGRESS="0",
+    COLUMNS=os.environ.get("COLUMNS", "120"),
+)
 
-WEIGHT_NORM = '        retrolog.log("weight_norm", sum(p.norm().item() for p in model.parameters()))\n'
-GRAD_NORM = '            retrolog.log("grad_norm", sum(p.grad.norm().item() for p in model.parameters()))\n'
+WEIGHT_NORM = (
+    '        retrolog.log("weight_norm", sum(p.norm().item() for p in model.parameters()))\n'
+)
+GRAD_NORM = (
+    '            retrolog.log("grad_norm", sum(p.grad.norm().item() for p in model.parameters()))\n'
+)
 
 
 def run(*args: str) -> None:
@@ -55,8 +66,12 @@ def main() -> None:
     run("git", "commit", "-q", "-am", "version 2: rename net to model, more dropout")
     train("4e-3")
 
-    today = version2.replace("        scheduler.step()\n", "        scheduler.step()\n" + WEIGHT_NORM)
-    today = today.replace("            optimizer.step()\n", GRAD_NORM + "            optimizer.step()\n")
+    today = version2.replace(
+        "        scheduler.step()\n", "        scheduler.step()\n" + WEIGHT_NORM
+    )
+    today = today.replace(
+        "            optimizer.step()\n", GRAD_NORM + "            optimizer.step()\n"
+    )
     (DEMO / "train.py").write_text(today)
     print("\n== today's train.py has two new statements (not committed):")
     print(WEIGHT_NORM + GRAD_NORM)
@@ -76,8 +91,14 @@ def main() -> None:
     print(frame.pivot(index="epoch", columns="lr", values=["val_acc", "weight_norm"]).round(3))
     grads = rl.dataframe("lr", "loss", "grad_norm").dropna(subset=["grad_norm"])
     print("\n== the hindsight gradient norm where --where selected it, next to the recorded loss")
-    print(grads[["run_id", "lr", "epoch", "step", "loss", "grad_norm"]].round(4).to_string(index=False))
-    print(f"\nExplore it yourself:  cd {DEMO.name} && ../.venv/bin/retrolog runs   (or: retrolog ui)")
+    print(
+        grads[["run_id", "lr", "epoch", "step", "loss", "grad_norm"]]
+        .round(4)
+        .to_string(index=False)
+    )
+    print(
+        f"\nExplore it yourself:  cd {DEMO.name} && ../.venv/bin/retrolog runs   (or: retrolog ui)"
+    )
 
 
 if __name__ == "__main__":

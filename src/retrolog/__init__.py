@@ -2,15 +2,13 @@
 
 Record with ``log``/``arg``/``loop``/``iteration``/``checkpointing``/``commit``; query with
 ``dataframe``/``query``/``runs``; log in hindsight with ``replay`` (and ``propagate``, the
-statement placement it uses). The query side imports pandas and SQLAlchemy lazily, so
-``import retrolog`` in a training script stays cheap.
+statement placement it uses). Every name is imported on first use (PEP 562), so ``import
+retrolog`` stays cheap in a training script and in ``retrolog propagate``.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from .record import ArgumentError, arg, checkpointing, commit, iteration, log, loop
 
 __version__ = "0.1.0"
 
@@ -30,6 +28,13 @@ __all__ = [
 ]
 
 _LAZY = {
+    "ArgumentError": ("retrolog.record", "ArgumentError"),
+    "arg": ("retrolog.record", "arg"),
+    "checkpointing": ("retrolog.record", "checkpointing"),
+    "commit": ("retrolog.record", "commit"),
+    "iteration": ("retrolog.record", "iteration"),
+    "log": ("retrolog.record", "log"),
+    "loop": ("retrolog.record", "loop"),
     "dataframe": ("retrolog.relational", "dataframe"),
     "query": ("retrolog.relational", "query"),
     "runs": ("retrolog.relational", "runs"),

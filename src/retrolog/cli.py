@@ -1,7 +1,7 @@
 """The ``retrolog`` command: a thin shell over the engine (typer + rich).
 
-``retrolog propagate`` is routed before typer is imported: it must start in a few tens of
-milliseconds because replay calls it once per past version.
+``retrolog propagate`` never reaches this module: ``retrolog._entry`` routes it before typer is
+imported, so it starts fast.
 """
 
 from __future__ import annotations
@@ -268,9 +268,12 @@ def replay_command(
 
 @app.command("ui")
 def ui_command(
-    port: Annotated[int | None, typer.Option("--port", "-p", help="Port (default: a free one).")] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", "-p", help="Port (default: a free one).")
+    ] = None,
     host: Annotated[
-        str, typer.Option("--host", help="Interface to bind; anything but loopback exposes your runs.")
+        str,
+        typer.Option("--host", help="Interface to bind; anything but loopback exposes your runs."),
     ] = "127.0.0.1",
     open_browser: Annotated[bool, typer.Option("--open", help="Open the UI in a browser.")] = False,
     project: ProjectOption = None,
@@ -336,13 +339,8 @@ def gc_command(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``retrolog`` command."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "propagate":
-        from .propagation.cli import main as propagate_main
-
-        raise SystemExit(propagate_main(args[1:]))
-    app(args=args, prog_name="retrolog")
+    """Run the typer app (the console script enters through ``retrolog._entry``)."""
+    app(args=list(sys.argv[1:] if argv is None else argv), prog_name="retrolog")
 
 
 if __name__ == "__main__":  # pragma: no cover

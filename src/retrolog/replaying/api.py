@@ -97,8 +97,9 @@ def replay(
     proj = resolve_project(project)
     store = open_store(proj)
     workers = max(1, workers or os.cpu_count() or 1)
+    forked = executor is None or isinstance(executor, ForkServerExecutor)
     plan, runs, versions = build_plan(
-        proj, store, names, where=where, workers=workers, script=script
+        proj, store, names, where=where, workers=workers, script=script, forked=forked
     )
     report = ReplayReport(plan)
     if dry_run or not plan.tasks:

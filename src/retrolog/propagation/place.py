@@ -1,0 +1,507 @@
+"""Where a new statement goes in the old tree, and which identifiers it must be renamed to.
+
+Given the GumTree mapping between the new and the old tree, a statement that sits in block
+``B`` at index ``i`` of the new tree is placed:
+
+* after the counterpart of the nearest preceding statement of ``B`` that is mapped *validly*
+  (its counterpart lies in the counterpart of ``B``, not inside another loop or function);
+* else at the start of the counterpart of ``B`` (after a docstring);
+* if ``B`` itself has no counterpart, the search climbs to the statement that owns ``B``:
+  ``if``/``with``/``try`` statements are *transparent* (new wrappers around existing code:
+  the statement is placed among the existing code, without the wrapper) or, when nothing
+  inside them exists in the old version, *lifted* (the whole new ``if``/``with`` block is
+  inserted); an unmatched loop is a missing context and the statement is refused; an
+  unmatched function (code extracted into a new function) lets the search use the function's
+  statements wherever their counterparts are, and refuses if none has one.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import copy
+import re
+from collections import Counter, defaultdict
+
+from .matcher import Mapping
+from .tree import (
+    DEF_KINDS,
+    FUNC_KINDS,
+    IDENT_KINDS,
+    LOOP_KINDS,
+    TRANSPARENT_KINDS,
+    Tree,
+)
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ATTR = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
+_BINDING_KINDS = frozenset({"Name", "arg", "FunctionDef", "AsyncFunctionDef", "ClassDef"})
+
+
+class Refusal(Exception):
+    """Raised inside the placement code when a statement cannot be placed; carries the reason."""
+
+    def __init__(self, reason: str, code: str = "no-context") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class Anchor:
+    """An insertion point in the old tree: ``after`` a statement or at the ``start`` of a block.
+
+    ``depth``: how many new-tree levels were climbed to find it; ``skipped``: preceding
+    statements passed over because unmapped or invalid.
+    """
+
+    def __init__(
+        self, mode: str, node: int, depth: int = 0, skipped: int = 0, crossed_def: bool = False
+    ) -> None:
+        self.mode = mode  # "after" | "start"
+        self.node = node  # old tree id: the statement (after) or the block (start)
+        self.depth = depth
+        self.skipped = skipped
+        self.crossed_def = crossed_def
+
+
+class Context:
+    """The chain of new-tree levels a statement's placement is searched in.
+
+    ``levels``: (new block id, index in that block), innermost first; ``target_block``: the
+    old block they resolve to (-1 after an unmatched function); ``crossed``: the unmatched
+    function or class the search stopped at; ``transparent``: unmatched wrappers passed
+    through; ``lifted``: the outermost unmatched wrapper with nothing matched inside.
+    """
+
+    def __init__(self, levels: list[tuple[int, int]], target_block: int) -> None:
+        self.levels = levels
+        self.target_block = target_block
+        self.crossed = -1
+        self.transparent: list[int] = []
+        self.lifted = -1
+
+
+def describe(t: Tree, n: int) -> str:
+    """A short human description of a compound statement (``for batch``, ``train``...)."""
+    node = t.node[n]
+    kind = t.kind[n]
+    if node is None:
+        return kind
+    text = ""
+    try:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            return node.name
+        if isinstance(node, ast.ClassDef):
+            return f"class {node.name}"
+        if isinstance(node, (ast.For, ast.AsyncFor)):
+            target = node.target
+            if isinstance(target, ast.Tuple) and target.elts:
+                text = "for " + ", ".join(ast.unparse(e) for e in target.elts)
+            else:
+                text = f"for {ast.unparse(target)}"
+        elif isinstance(node, ast.While):
+            text = f"while {ast.unparse(node.test)}"
+        elif isinstance(node, ast.If):
+            text = f"if {ast.unparse(node.test)}"
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            text = "with " + ", ".join(ast.unparse(i) for i in node.items)
+        elif isinstance(node, ast.ExceptHandler):
+            text = "except" + (f" {ast.unparse(node.type)}" if node.type else "")
+        elif isinstance(node, (ast.Try,)):
+            text = "try"
+        else:
+            text = ast.unparse(node).splitlines()[0]
+    except Exception:  # pragma: no cover - unparse of odd nodes
+        text = kind
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def scope_path(t: Tree, block: int) -> list[str]:
+    """Enclosing compound statements of an old-tree block, outermost first."""
+    out: list[str] = []
+    n = block
+    while n > 0:
+        if t.is_block(n):
+            owner = t.parent[n]
+            if owner > 0:
+                fname = t.field_name[n]
+                if t.kind[owner] == "If" and fname == "orelse":
+                    out.append("else")
+                elif fname in ("orelse", "finalbody") and t.kind[owner] != "If":
+                    out.append("else" if fname == "orelse" else "finally")
+                elif t.kind[owner] != "Try":
+                    out.append(describe(t, owner))
+                elif fname == "body":
+                    out.append("try")
+        n = t.parent[n]
+    out.reverse()
+    return out
+
+
+class Placer:
+    """Computes anchors, renames and confidences for statements of the new tree."""
+
+    def __init__(
+        self,
+        new: Tree,
+        old: Tree,
+        m: Mapping,
+        frozen_new: dict[int, str] | None = None,
+        frozen_old: dict[int, str] | None = None,
+    ) -> None:
+        self.new, self.old, self.m = new, old, m
+        # texts of the unchanged statements that are opaque leaves in the trees
+        self.frozen_new = frozen_new or {}
+        self.frozen_old = frozen_old or {}
+        self.is_stmt_new = [isinstance(x, ast.stmt) for x in new.node]
+        self._votes_file: dict[str, Counter[str]] | None = None
+        self._attr_votes_file: dict[tuple[str, str], Counter[str]] | None = None
+        self._old_names: set[str] | None = None
+        self._defs: dict[str, int] | None = None
+
+    # ------------------------------------------------------------------ context chain
+    def context(self, block: int, index: int) -> Context:
+        """Climb from (block, index) to the nearest block that has a counterpart."""
+        t, fwd = self.new, self.m.fwd
+        ctx = Context(levels=[(block, index)], target_block=-1)
+        cur = block
+        while not self._block_mapped(cur):
+            owner = t.parent[cur]
+            kind = t.kind[owner]
+            stmt = owner
+            if kind == "ExceptHandler" or kind == "match_case":
+                stmt = t.parent[owner]
+            if fwd[owner] != -1 or fwd[stmt] != -1:
+                raise Refusal(
+                    f"the `{self._branch_name(cur)}` branch of `{describe(t, stmt)}` "
+                    f"(new line {t.line[stmt]}) does not exist in the old version"
+                )
+            if kind in LOOP_KINDS:
+                raise Refusal(
+                    f"the enclosing loop `{describe(t, owner)}` (new line {t.line[owner]}) "
+                    "has no counterpart in the old version"
+                )
+            if kind in DEF_KINDS:
+                ctx.crossed = owner
+                break
+            ctx.transparent.append(stmt)
+            cur = t.parent[stmt]
+            ctx.levels.append((cur, t.children[cur].index(stmt)))
+        else:
+            ctx.target_block = fwd[cur]
+            if self.old.group(ctx.target_block) != t.group(cur):
+                raise Refusal(f"inconsistent match for the block at new line {t.line[cur]}")
+        # a wrapper is around existing code only if something in it has a counterpart in the
+        # target block; one whose matched statements all went elsewhere is new code
+        for wrapper in ctx.transparent:  # innermost first
+            if self._wraps_existing(wrapper, ctx.target_block):
+                break
+            ctx.lifted = wrapper
+        return ctx
+
+    def _wraps_existing(self, stmt: int, target_block: int) -> bool:
+        fwd, is_stmt = self.m.fwd, self.is_stmt_new
+        return any(
+            is_stmt[d] and fwd[d] != -1 and self.lift(fwd[d], target_block) >= 0
+            for d in self.new.descendants(stmt)
+        )
+
+    def _block_mapped(self, block: int) -> bool:
+        """Whether a new block has a counterpart whose owner is its owner's counterpart.
+
+        A block matched on its own (``if best: torch.save(...)`` against another ``if``'s
+        ``torch.save(...)``) while its statement is not matched is no context.
+        """
+        x = self.m.fwd[block]
+        if x == -1:
+            return False
+        owner = self.new.parent[block]
+        return owner <= 0 or self.m.fwd[owner] == self.old.parent[x]
+
+    def _branch_name(self, block: int) -> str:
+        fname = self.new.field_name[block]
+        return {"orelse": "else", "finalbody": "finally", "handlers": "except"}.get(fname, fname)
+
+    # ------------------------------------------------------------------ anchors
+    def lift(self, x: int, target_block: int) -> int:
+        """The old statement to insert after, given a counterpart ``x`` of a preceding one.
+
+        Returns -1 when ``x`` is not inside ``target_block`` or only through another loop or
+        function. Inside ``target_block``, ``with`` blocks and ``try`` bodies are entered (the
+        statement goes right after ``x``); an ``if`` or ``except`` around ``x`` is not (the
+        statement goes after the whole ``if``).
+        """
+        if target_block == -1:
+            return x
+        o = self.old
+        result = x
+        y = o.parent[x]
+        while y != target_block:
+            if y <= 0:
+                return -1
+            kind = o.kind[y]
+            if kind in FUNC_KINDS and self._calls(target_block, o.label[y]):
+                # ``x`` is inside a function the target block calls: code that the new
+                # version inlined.  The statement goes into the function, after ``x``.
+                return result
+            if kind in LOOP_KINDS or kind in DEF_KINDS:
+                return -1
+            if o.is_block(y):
+                owner = o.parent[y]
+                okind = o.kind[owner]
+                if okind == "If":
+                    result = owner
+                elif okind in ("ExceptHandler", "match_case"):
+                    result = o.parent[owner]
+                elif okind in ("Try", "TryStar") and o.field_name[y] != "body":
+                    result = owner
+            y = o.parent[y]
+        return result
+
+    def _calls(self, block: int, name: str) -> bool:
+        """Whether the old subtree ``block`` calls a function or method called ``name``."""
+        o = self.old
+        for d in o.descendants(block):
+            if o.kind[d] == "Call":
+                f = o.children[d][0]
+                if o.label[f] == name and o.kind[f] in ("Name", "Attribute"):
+                    return True
+        pattern = re.compile(rf"\b{re.escape(name)}\s*\(")
+        return any(
+            o.contains(block, n) and pattern.search(text) for n, text in self.frozen_old.items()
+        )
+
+    def _callee(self, s: int) -> int:
+        """The new-tree function a call statement ``s`` calls (``f(...)``, ``x = f(...)``)."""
+        node = self.new.node[s]
+        value = getattr(node, "value", None)
+        if not isinstance(value, ast.Call):
+            return -1
+        func = value.func
+        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+        if name is None:
+            return -1
+        if self._defs is None:
+            self._defs = {}
+            t = self.new
+            for n in range(len(t)):
+                if t.kind[n] in FUNC_KINDS:
+                    self._defs.setdefault(t.label[n], n)
+        return self._defs.get(name, -1)
+
+    def _anchor_in(self, s: int, target_block: int) -> int:
+        """Old anchor statement for a preceding new statement ``s``, or -1."""
+        t, fwd = self.new, self.m.fwd
+        if fwd[s] != -1:
+            return self.lift(fwd[s], target_block)
+        callee = self._callee(s)
+        if callee != -1:
+            # a call of a function the old version had inline: after the inlined code,
+            # i.e. the last statement of the function that has a counterpart there
+            for d in range(callee + t.size[callee] - 1, callee, -1):
+                if self.is_stmt_new[d] and fwd[d] != -1 and t.kind[d] != "Return":
+                    got = self.lift(fwd[d], target_block)
+                    if got >= 0:
+                        return got
+            return -1
+        if t.kind[s] not in TRANSPARENT_KINDS:
+            return -1
+        # an unmatched wrapper: the last matched statement inside it (not inside a loop)
+        for d in range(s + t.size[s] - 1, s, -1):
+            if not self.is_stmt_new[d] or fwd[d] == -1:
+                continue
+            if any(t.kind[a] in LOOP_KINDS or t.kind[a] in DEF_KINDS for a in self._up_to(d, s)):
+                continue
+            got = self.lift(fwd[d], target_block)
+            if got >= 0:
+                return got
+        return -1
+
+    def _up_to(self, d: int, s: int) -> list[int]:
+        """Proper ancestors of ``d`` strictly below ``s``."""
+        out = []
+        p = self.new.parent[d]
+        while p != s and p > 0:
+            out.append(p)
+            p = self.new.parent[p]
+        return out
+
+    def anchor(self, ctx: Context) -> Anchor:
+        """Find the insertion point for a statement with the given context chain."""
+        skipped = 0
+        for depth, (blk, idx) in enumerate(ctx.levels):
+            for s in reversed(self.new.children[blk][:idx]):
+                got = self._anchor_in(s, ctx.target_block)
+                if got >= 0:
+                    return Anchor("after", got, depth, skipped, ctx.crossed != -1)
+                skipped += 1
+        if ctx.crossed != -1:
+            raise Refusal(
+                f"`{describe(self.new, ctx.crossed)}` (new line {self.new.line[ctx.crossed]}) "
+                "has no counterpart in the old version and no statement before this one in it "
+                "has one"
+            )
+        return Anchor("start", ctx.target_block, len(ctx.levels) - 1, skipped)
+
+    def next_mapped(self, block: int, index: int) -> int:
+        """The old counterpart of the first matched statement at or after ``index``."""
+        for s in self.new.children[block][index:]:
+            if self.m.fwd[s] != -1:
+                return self.m.fwd[s]
+        return -1
+
+    # ------------------------------------------------------------------ renames
+    def _scope_of(self, block: int) -> int:
+        n = block
+        while n > 0 and self.new.kind[n] not in FUNC_KINDS:
+            n = self.new.parent[n]
+        return max(n, 0)
+
+    def _votes(
+        self, root: int
+    ) -> tuple[dict[str, Counter[str]], dict[tuple[str, str], Counter[str]]]:
+        t, o, fwd = self.new, self.old, self.m.fwd
+        names: dict[str, Counter[str]] = defaultdict(Counter)
+        attrs: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+        for n in range(root, root + t.size[root]):
+            x = fwd[n]
+            if x == -1:
+                continue
+            k = t.kind[n]
+            if k in IDENT_KINDS and o.kind[x] in IDENT_KINDS:
+                names[t.label[n]][o.label[x]] += 1
+            elif k == "Attribute" and o.kind[x] == "Attribute":
+                base, obase = t.children[n][0], o.children[x][0]
+                if t.kind[base] == "Name" and o.kind[obase] == "Name":
+                    attrs[(t.label[base], t.label[n])][o.label[x]] += 1
+            kids, okids = t.children[n], o.children[x]
+            if kids and len(kids) == len(okids):
+                # ``self.best_acc`` where the old version had a plain ``best_acc`` (or back)
+                for c, oc in zip(kids, okids):
+                    if fwd[c] != -1 or self.m.bwd[oc] != -1:
+                        continue
+                    if t.kind[c] == "Attribute" and o.kind[oc] == "Name":
+                        base = t.children[c][0]
+                        if t.kind[base] == "Name" and t.label[c] == o.label[oc]:
+                            attrs[(t.label[base], t.label[c])]["=" + o.label[oc]] += 1
+                    elif t.kind[c] == "Name" and o.kind[oc] == "Attribute":
+                        obase = o.children[oc][0]
+                        if o.kind[obase] == "Name" and o.label[oc] == t.label[c]:
+                            names[t.label[c]][f"{o.label[obase]}.{o.label[oc]}"] += 1
+        return names, attrs
+
+    def _file_votes(
+        self,
+    ) -> tuple[dict[str, Counter[str]], dict[tuple[str, str], Counter[str]]]:
+        """Rename votes over the whole file, computed once and only when needed.
+
+        Unchanged statements (opaque leaves) vote for keeping each identifier they contain.
+        """
+        if self._votes_file is None or self._attr_votes_file is None:
+            names, attrs = self._votes(0)
+            for text in self.frozen_new.values():
+                for word in _IDENT.findall(text):
+                    names[word][word] += 1
+                for base, attr in _ATTR.findall(text):
+                    attrs[(base, attr)][attr] += 1
+            self._votes_file, self._attr_votes_file = names, attrs
+        return self._votes_file, self._attr_votes_file
+
+    def renames(
+        self, block: int, stmt: ast.AST
+    ) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+        """Identifier renames for ``stmt`` (located in new ``block``): name and attribute maps.
+
+        A name ``x`` of the statement becomes ``y`` when the matched occurrences of ``x`` in the
+        statement's function (else in the whole file) mostly map to ``y``.
+        """
+        scope = self._scope_of(block)
+        local_names, local_attrs = self._file_votes() if scope == 0 else self._votes(scope)
+        attrs = self._attr_renames(stmt, local_attrs)
+        # a base whose attribute is replaced whole (``self.x`` -> ``x``) is not renamed there
+        hidden = {
+            id(n.value)
+            for n in ast.walk(stmt)
+            if isinstance(n, ast.Attribute)
+            and isinstance(n.value, ast.Name)
+            and attrs.get((n.value.id, n.attr), "").startswith("=")
+        }
+        used = {n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and id(n) not in hidden}
+        names: dict[str, str] = {}
+        for name in sorted(used):
+            votes = local_names.get(name) or self._file_votes()[0].get(name)
+            if not votes:
+                continue
+            best, count = votes.most_common(1)[0]
+            if best != name and count > votes.get(name, 0):
+                names[name] = best
+        return names, attrs
+
+    def _attr_renames(
+        self, stmt: ast.AST, local_attrs: dict[tuple[str, str], Counter[str]]
+    ) -> dict[tuple[str, str], str]:
+        """``(base, attr) -> new attr`` (or ``"=name"``: the whole attribute becomes a name)."""
+        attrs: dict[tuple[str, str], str] = {}
+        for n in ast.walk(stmt):
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name):
+                key = (n.value.id, n.attr)
+                votes = local_attrs.get(key) or self._file_votes()[1].get(key)
+                if not votes:
+                    continue
+                best, count = votes.most_common(1)[0]
+                if best != n.attr and count > votes.get(n.attr, 0):
+                    attrs[key] = best
+        return attrs
+
+    def unresolved(self, stmt: ast.AST, names: dict[str, str]) -> list[str]:
+        """Names the statement reads that the old file never binds or uses (after renames)."""
+        if self._old_names is None:
+            known = set(dir(builtins)) | {"__file__", "__name__"}
+            for k, lab in zip(self.old.kind, self.old.label):
+                if k in _BINDING_KINDS:
+                    known.add(lab)
+                elif k == "alias":
+                    known.add(lab.split(" as ")[-1].split(".")[0])
+                elif k == "ExceptHandler" and lab:
+                    known.add(lab)
+            for text in self.frozen_old.values():
+                known.update(_IDENT.findall(text))
+            self._old_names = known
+        stored = {
+            n.id for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
+        }
+        out = []
+        for n in ast.walk(stmt):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
+                name = names.get(n.id, n.id)
+                if name not in self._old_names and n.id not in stored and name not in out:
+                    out.append(name)
+        return out
+
+
+def renamed_dump(stmt: ast.AST, names: dict[str, str], attrs: dict[tuple[str, str], str]) -> str:
+    """``ast.dump`` of ``stmt`` after renaming, to compare with existing old statements."""
+    clone = copy.deepcopy(stmt)
+
+    class _Rename(ast.NodeTransformer):
+        def visit_Attribute(self, n: ast.Attribute) -> ast.AST:
+            if isinstance(n.value, ast.Name) and (n.value.id, n.attr) in attrs:
+                new = attrs[(n.value.id, n.attr)]
+                if new.startswith("="):
+                    return ast.Name(id=new[1:], ctx=n.ctx)
+                n.attr = new
+            self.generic_visit(n)
+            return n
+
+        def visit_Name(self, n: ast.Name) -> ast.AST:
+            new = names.get(n.id, n.id)
+            if "." in new:
+                expr = ast.parse(new, mode="eval").body
+                if isinstance(expr, ast.Attribute):
+                    expr.ctx = n.ctx
+                return expr
+            n.id = new
+            return n
+
+    renamed = _Rename().visit(clone)
+    return ast.dump(renamed, include_attributes=False)
