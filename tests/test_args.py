@@ -63,7 +63,9 @@ def test_overrides_reach_the_script_and_argparse_never_sees_them(project: Path) 
     assert seen == {"lr": 5e-4, "epochs": 3, "amp": True, "name": "y", "argv": ["--name", "y"]}
     frame = retrolog.runs()
     assert (
-        frame.loc[0, "lr"] == 5e-4 and frame.loc[0, "epochs"] == 3 and bool(frame.loc[0, "amp"]) is True
+        frame.loc[0, "lr"] == 5e-4
+        and frame.loc[0, "epochs"] == 3
+        and bool(frame.loc[0, "amp"]) is True
     )  # noqa: E712
     assert list(retrolog.dataframe("e")["e"]) == [0, 1, 2]
 
