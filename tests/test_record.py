@@ -279,3 +279,22 @@ def test_progress_bar_on_a_terminal_only(project: Path) -> None:
     assert "3/3" in stderr_of(True, RETROLOG_PROGRESS="1")
     assert "3/3" not in stderr_of(True, RETROLOG_PROGRESS="0")
     assert "3/3" not in stderr_of(False, RETROLOG_PROGRESS="1")
+
+
+def test_recording_into_an_existing_store_never_imports_sqlalchemy(project: Path) -> None:
+    write_script(
+        project,
+        """
+        import atexit, sys
+        atexit.register(lambda: print("sqlalchemy imported:", "sqlalchemy" in sys.modules))
+        import retrolog
+        for e in retrolog.loop("epoch", range(3)):
+            retrolog.log("x", e)
+        """,
+    )
+    first = run_python(project, "train.py")  # creates the store: needs the schema code once
+    second = run_python(project, "train.py")
+    assert "sqlalchemy imported: True" in first.stdout
+    assert "sqlalchemy imported: False" in second.stdout
+    assert list(retrolog.dataframe("x")["x"]) == [0, 1, 2, 0, 1, 2]
+    assert list(retrolog.runs()["status"]) == ["finished", "finished"]

@@ -21,16 +21,13 @@ import time
 import warnings
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._ids import new_run_id
 from .._warn import warn_once
 from ..project import Project
 from . import values as V
 from .journal import SUFFIX, Journal
-
-if TYPE_CHECKING:
-    from ..store import Store
 
 FLUSH_SECONDS = 1.0
 _REPORTED_PACKAGES = ("torch", "numpy", "pandas", "scikit-learn", "retrolog")
@@ -70,7 +67,7 @@ class RunSession:
         # background state
         self._seq = 0
         self._unstored: list[list[Any]] = []
-        self._store: Store | None = None
+        self._store: Any = None  # Store or LiteWriter: both have ingest() and dispose()
         self._flush_lock = threading.Lock()
         self._journal: Journal | None = None
         self._closed = False
@@ -411,9 +408,7 @@ class RunSession:
                 return
             try:
                 if self._store is None:
-                    from ..store import Store
-
-                    self._store = Store(self.project.db_url)
+                    self._store = _open_writer(self.project.db_url)
                 self._store.ingest(self.run_id, self._unstored[:count])
                 del self._unstored[:count]
             except Exception as exc:
@@ -477,6 +472,19 @@ class RunSession:
             )
         except OSError as exc:
             warnings.warn(f"retrolog: could not save this run's logs anywhere: {exc}", stacklevel=2)
+
+
+def _open_writer(url: str) -> Any:
+    """The stdlib SQLite writer when the store exists with a current schema (no SQLAlchemy import
+    in the training process); the SQLAlchemy Store otherwise (first run, other databases)."""
+    from ..store.ingest import LiteWriter
+
+    writer = LiteWriter.open(url)
+    if writer is not None:
+        return writer
+    from ..store import Store
+
+    return Store(url)
 
 
 def _budget_from_env() -> float:

@@ -20,7 +20,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 1
+from .ingest import SCHEMA_VERSION
+
+__all__ = ["SCHEMA_VERSION", "metadata"]
 
 metadata = MetaData()
 
