@@ -20,6 +20,7 @@ from ..project import Project
 from ..record.values import from_cell
 from ..store import Store
 from .access import filter_frame, open_store
+from .fastpath import nested_frames
 
 RUN_COLUMNS = ["run_id", "start_time", "version", "script"]
 
@@ -213,11 +214,14 @@ def dataframe(
         return _finish(frame.drop(columns=["run"]), where)
 
     names = tuple(dict.fromkeys(names))
-    logs = _log_rows(store, names)
     arg_names = [n for n in names if n in set(args["name"])]
     nested_frame: pd.DataFrame | None = None
     run_values = pd.DataFrame(columns=["run", "name", "value"])
-    if not logs.empty:
+    fast = nested_frames(store, names, [*RUN_COLUMNS, "run", "ctx_id", "_order"])
+    logs = _log_rows(store, names) if fast is None else pd.DataFrame()
+    if fast is not None:
+        nested_frame, run_values = fast
+    elif not logs.empty:
         logs = logs.sort_values(["recorded", "seq"], kind="stable")
         logs = logs.drop_duplicates(["run", "ctx_id", "name"], keep="last")
         logs["value"] = _decode(logs)
