@@ -11,8 +11,6 @@ import ast
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-LEVELS = ("prefix", "outer", "inner", "suffix", "full")
-
 
 @dataclass(frozen=True)
 class Statement:

@@ -212,7 +212,7 @@ def _collect_run(
                 f"task {task.task_id} failed after {job.attempts} attempts:\n{job.log_tail}"
             )
     selected = {tuple(c) for c in run_plan.selected}
-    main_name = run_plan_main_name(data)
+    main_name = data.main_loop
     keep = _selector(run_plan.level or "full", selected, main_name)
     fidelity, new_rows = compare_and_pick(store, data, outputs, set(plan.names), keep, tolerance)
     result = RunResult(
@@ -236,13 +236,6 @@ def _collect_run(
         result.stored = store_values(store, data.key, plan.replay_id, new_rows)
     _record_run(store, plan.replay_id, result)
     return result
-
-
-def run_plan_main_name(data: RunData) -> str | None:
-    for path in data.paths.values():
-        if len(path) == 1:
-            return path[0][0]
-    return None
 
 
 def _selector(

@@ -45,6 +45,7 @@ class RunData:
     argv: list[str]
     cwd: str | None
     args: dict[str, Any]
+    main_loop: str | None = None  # name of the script's main loop in this version
     paths: dict[int, tuple[tuple[str, int], ...]] = field(
         default_factory=dict
     )  # ctx -> coordinates
@@ -75,14 +76,19 @@ def load_run(store: Store, row: Any, main_loop: str | None) -> RunData:
         )
     }
     data = RunData(
-        key, row.run_id, row.script, row.version, json.loads(row.argv or "[]"), row.cwd, args
+        key,
+        row.run_id,
+        row.script,
+        row.version,
+        json.loads(row.argv or "[]"),
+        row.cwd,
+        args,
+        main_loop,
     )
-    parents: dict[int, tuple[int, str, int]] = {}
     for ctx_id, parent, name, iteration in store.fetch(
         "SELECT ctx_id, parent_id, name, iteration FROM loops WHERE run = :r ORDER BY ctx_id",
         {"r": key},
     ):
-        parents[ctx_id] = (parent, name, iteration)
         base = data.paths.get(parent, ()) if parent else ()
         data.paths[ctx_id] = (*base, (name, iteration))
         if parent == 0 and name == main_loop:
