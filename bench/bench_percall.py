@@ -9,7 +9,8 @@ then it ends the run. Reported per call (= per inner iteration):
 * training thread, mean: (instrumented loop wall - bare loop wall) / calls, which includes the
   rare slow blocks (background flushes holding the GIL, periodic writes);
 * process CPU: (process_time of loop + end of run - process_time of the bare loop) / calls, so
-  work moved to background threads or deferred to the end of the run is counted;
+  work moved to background threads or deferred to the end of the run is counted, plus the CPU of
+  helper processes the tool waits for at the end of the run (retrolog's journal follower);
 * end of run: wall time of commit()/end_run() after the loop.
 
 MLflow has no loop construct (its step counter is the loop); it is measured with fewer calls

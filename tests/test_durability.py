@@ -54,7 +54,7 @@ def test_sigkill_loses_at_most_about_a_second_and_is_recovered(project: Path) ->
     stored = retrolog.dataframe("i")["i"]
     assert list(stored) == list(range(len(stored)))  # a prefix, in order, no gaps
     assert last - stored.iloc[-1] <= rate * 1.3, (last, stored.iloc[-1], rate)
-    assert not list((project / ".retrolog" / "journals").glob("*.jsonl"))
+    assert not list((project / ".retrolog" / "journals").glob("*.journal"))
 
 
 def test_recovery_is_idempotent_and_not_fooled_by_live_runs(project: Path) -> None:
@@ -129,7 +129,7 @@ def test_unwritable_store_keeps_the_journal_and_the_next_command_imports_it(proj
     proc = run_python(project, "train.py", RETROLOG_DB="sqlite:////dev/null/cannot/store.db")
     assert "trained" in proc.stdout
     assert proc.stderr.count("cannot write to the store") == 1
-    journals = list((project / ".retrolog" / "journals").glob("*.jsonl"))
+    journals = list((project / ".retrolog" / "journals").glob("*.journal"))
     assert len(journals) == 1
     frame = retrolog.dataframe("loss")  # default store: recovery imports the journal
     assert list(frame["loss"]) == [1.0, 0.5, 1.0 / 3]

@@ -298,3 +298,28 @@ def test_recording_into_an_existing_store_never_imports_sqlalchemy(project: Path
     assert "sqlalchemy imported: False" in second.stdout
     assert list(retrolog.dataframe("x")["x"]) == [0, 1, 2, 0, 1, 2]
     assert list(retrolog.runs()["status"]) == ["finished", "finished"]
+
+
+def test_journal_records_round_trip_and_a_torn_tail_is_dropped(tmp_path: Path) -> None:
+    from retrolog.record.journal import Journal, JournalReader, read_events
+
+    path = tmp_path / "run.journal"
+    journal = Journal(path)
+    instance = ("ctx", 0, 1, "step")
+    journal.append(1, [("arg", "lr", "f", 0.1, None), (instance, 1, 0, 0, 1.5)], [("x", 2.0, 1)])
+    reader = JournalReader(path)
+    first = reader.read_new()
+    assert first == [
+        [1, "arg", "lr", "f", 0.1, None],
+        [2, "ctx", 1, 0, 1, "step", 0, "0", 1.5],
+        [3, "log", 1, "x", "f", 2.0, None],
+    ]
+    journal.append(4, [], [("y", float("nan"), 1), ("z", ("s", None, "text"), 0)])
+    assert reader.read_new() == [
+        [4, "log", 1, "y", "f", None, "nan"],
+        [5, "log", 0, "z", "s", None, "text"],
+    ]
+    journal.close(delete=False)
+    with open(path, "ab") as fh:  # a record cut short by a kill
+        fh.write(b"\x40\x00\x00\x00\x01\x02\x03\x04partial")
+    assert len(read_events(path)) == 5

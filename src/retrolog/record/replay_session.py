@@ -112,7 +112,7 @@ class ReplaySession(RunSession):
             return self._main_loop(name, iterable)
         if self.depth == 1 and self._may_skip(name) and self._restore_exit(name):
             return iter(())
-        return self._iterate(name, iterable, is_main=False)
+        return self._iterate_nested(name, iterable, self.ctx, self.depth)
 
     def _may_skip(self, name: str) -> bool:
         if self.spec.level == "full" or name in self._reexecute or self.main_index is None:

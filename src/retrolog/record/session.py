@@ -10,7 +10,6 @@ stays in the journal (or, if even that is impossible, in memory and then a rescu
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import socket
@@ -21,15 +20,19 @@ import time
 import warnings
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._ids import new_run_id
 from .._warn import warn_once
 from ..project import Project
 from . import values as V
-from .journal import SUFFIX, Journal
+from .journal import SUFFIX, TEXT_SUFFIX, Batch, Journal, batch_size, shape_batch
+
+if TYPE_CHECKING:
+    from .follower import Follower
 
 FLUSH_SECONDS = 1.0
+DELEGATE_EVENTS = 20_000
 _REPORTED_PACKAGES = ("torch", "numpy", "pandas", "scikit-learn", "retrolog")
 
 
@@ -66,7 +69,8 @@ class RunSession:
         self._last_opportunity = time.perf_counter()
         # background state
         self._seq = 0
-        self._unstored: list[list[Any]] = []
+        self._unstored: list[Batch] = []  # flushed batches not yet in the store (raw)
+        self._follower: Follower | None = None  # ingestion handed to a helper process
         self._store: Any = None  # Store or LiteWriter: both have ingest() and dispose()
         self._flush_lock = threading.Lock()
         self._journal: Journal | None = None
@@ -132,11 +136,13 @@ class RunSession:
         is_main = self.depth == 0 and not self.main_loop_started
         if is_main:
             self._start_main_loop()
-        return self._iterate(name, iterable, is_main)
+            return self._iterate(name, iterable, True)
+        return self._iterate_nested(name, iterable, self.ctx, self.depth)
 
     def _iterate(
         self, name: str, iterable: Iterable[Any], is_main: bool
     ) -> Generator[Any, None, None]:
+        """The main loop (or, from a replay, any loop): per-iteration timings and progress."""
         parent, depth = self.ctx, self.depth
         if is_main:
             iterable = _maybe_progress(name, iterable)
@@ -177,6 +183,40 @@ class RunSession:
             # Only a loop that ran to its end is a restorable exit (a break or an exception is not).
             if completed and self.checkpoint_objects and (is_main or depth == 1):
                 self._loop_exited(name, parent, is_main)
+
+    def _iterate_nested(
+        self, name: str, iterable: Iterable[Any], parent: int, depth: int
+    ) -> Generator[Any, None, None]:
+        """Every loop but the main one: the hottest code of a run (a step loop runs millions of
+        iterations), so new_context is inlined and nothing but the ctx event is recorded per
+        iteration; the loop's total time and count are recorded once, at its exit."""
+        events, wall, scalars = self.events, time.time, _SCALARS
+        inner = depth + 1
+        # Shared by every iteration's event: marshal writes it once per flush, then references.
+        instance = ("ctx", parent, inner, name)
+        loop_start = time.perf_counter()
+        index = -1
+        completed = False
+        self.depth = inner
+        try:
+            for index, item in enumerate(iterable):
+                cid = self._next_ctx = self._next_ctx + 1
+                events.append(
+                    (instance, cid, index, item if item.__class__ in scalars else None, wall())
+                )
+                self.ctx = cid
+                yield item
+                self.ctx = parent
+            completed = True
+        finally:
+            self.ctx, self.depth = parent, depth
+            elapsed = time.perf_counter() - loop_start
+            count = index + 1 if completed else max(index, 0)
+            if depth >= 1:
+                events.append(("timing", "nested", name, parent, None, elapsed, count))
+            # Only a loop that ran to its end is a restorable exit (a break or an exception is not).
+            if completed and self.checkpoint_objects and depth == 1:
+                self._loop_exited(name, parent, False)
 
     def _start_main_loop(self) -> None:
         self.main_loop_started = True
@@ -343,56 +383,76 @@ class RunSession:
             )
         )
 
-    def _drain(self) -> list[list[Any]]:
-        out: list[list[Any]] = []
+    def _drain(self) -> Batch:
+        """Take what the training thread buffered: two slice copies, no per-event work here."""
         n_events = len(self.events)
         n_rows = len(self.rows)
         events = self.events[:n_events]
         rows = self.rows[:n_rows]
         del self.events[:n_events]
         del self.rows[:n_rows]
-        for ev in events:
-            self._seq += 1
-            if ev[0] == "ctx":
-                ev = (*ev[:6], _item_value(ev[6]), ev[7])
-            out.append([self._seq, *ev])
-        for name, value, ctx in rows:
-            cell = value if type(value) is tuple else None
-            if cell is None:
-                try:
-                    cell = V.to_cell(value)
-                except V.UnsupportedValue as exc:
-                    warn_once(
-                        f"value:{name}", f"retrolog: a value of {name!r} was not recorded: {exc}"
-                    )
-                    continue
-            self._seq += 1
-            out.append([self._seq, "log", ctx, name, *cell])
-        return out
+        first = self._seq + 1
+        self._seq += n_events + n_rows
+        return first, events, rows
 
     def flush(self) -> None:
         """Move buffered rows to the journal and wake the store writer. Never raises.
 
         Journaling and storing run on separate threads, so a slow store (first import of
         SQLAlchemy, a long lock wait) never delays the journal past its one-second promise.
+        When a run logs faster than about DELEGATE_EVENTS events a second, storing moves to a
+        helper process that follows the journal (record/follower.py): shaping and inserting cost
+        ~5 µs per event of Python, which would otherwise compete with training for the GIL.
         """
         with self._flush_lock:
             try:
                 batch = self._drain()
-                if batch and self._journal is not None:
+                if not batch_size(batch):
+                    return
+                if self._journal is not None:
                     try:
-                        self._journal.append(batch)
+                        self._journal.append(*batch)
                     except OSError as exc:
                         warn_once(
                             "journalwrite",
                             f"retrolog: journal write failed ({exc}); keeping logs in memory",
                         )
+                        self._stop_following()
                         self._journal = None
-                self._unstored.extend(batch)
+                if self._follower is None:
+                    self._unstored.append(batch)
+                    if (
+                        self._journal is not None
+                        and batch_size(batch) >= _delegate_threshold()
+                        and self._stores_to_project()
+                    ):
+                        self._start_following()
             except Exception as exc:  # the flusher must survive anything
                 warn_once("flush", f"retrolog: background flush failed: {exc!r}")
         if self._unstored:
             self._store_wanted.set()
+
+    def _stores_to_project(self) -> bool:
+        """Only a recorded run ingests into the project's store (a replay task never does)."""
+        return type(self)._ingest is RunSession._ingest
+
+    def _start_following(self) -> None:
+        from .follower import Follower
+
+        assert self._journal is not None
+        try:
+            self._follower = Follower.start(self._journal.path, self.project.db_url, self.run_id)
+        except OSError as exc:
+            warn_once("follower", f"retrolog: storing stays in this process ({exc})")
+            return
+        self._unstored.clear()  # the follower reads the journal from its start
+
+    def _stop_following(self) -> None:
+        """The journal is gone: the follower cannot see the rest, so this process stores it."""
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.abandon()
+            warn_once("follower-lost", "retrolog: storing moved back into the training process")
 
     def _store_loop(self) -> None:
         while not self._stop.is_set():
@@ -404,12 +464,15 @@ class RunSession:
         """Write journaled events to the store; on failure keep them for the next try."""
         with self._ingest_lock:
             count = len(self._unstored)
-            if not count:
+            if not count or self._follower is not None:
                 return
             try:
                 if self._store is None:
-                    self._store = _open_writer(self.project.db_url)
-                self._store.ingest(self.run_id, self._unstored[:count])
+                    from ..store.ingest import open_writer
+
+                    self._store = open_writer(self.project.db_url)
+                events = [ev for batch in self._unstored[:count] for ev in shape_batch(*batch)]
+                self._store.ingest(self.run_id, events)
                 del self._unstored[:count]
             except Exception as exc:
                 # The journal (or, at the end, a rescue file) holds whatever never reached the store.
@@ -448,23 +511,31 @@ class RunSession:
         self.status, self.error = status, error
         self.flush()
         self._ingest()
+        stored_by_follower = self._finish_following()
         if self._journal is not None:
-            self._journal.close(delete=self._journal_disposable())
+            self._journal.close(delete=stored_by_follower or self._journal_disposable())
         elif self._unstored:
             self._rescue()
         if self._store is not None:
             self._store.dispose()
 
+    def _finish_following(self) -> bool:
+        """Wait for the follower to store the end of the journal; True when it did."""
+        if self._follower is None:
+            return False
+        return self._follower.finish()
+
     def _journal_disposable(self) -> bool:
         """The journal may go once everything in it reached the store."""
-        return not self._unstored
+        return not self._unstored and self._follower is None
 
     def _rescue(self) -> None:
-        path = Path(tempfile.gettempdir()) / f"retrolog-rescue-{self.run_id}{SUFFIX}"
+        path = Path(tempfile.gettempdir()) / f"retrolog-rescue-{self.run_id}{TEXT_SUFFIX}"
         try:
             with open(path, "w", encoding="utf-8") as fh:
-                for ev in self._unstored:
-                    fh.write(json.dumps(ev, allow_nan=True) + "\n")
+                for batch in self._unstored:
+                    for ev in shape_batch(*batch):
+                        fh.write(json.dumps(ev, allow_nan=True) + "\n")
             warnings.warn(
                 f"retrolog: the store and journal were unwritable; this run's logs are saved in {path} "
                 f"(copy it into {self.project.journal_dir} and run any retrolog command to import it)",
@@ -474,17 +545,13 @@ class RunSession:
             warnings.warn(f"retrolog: could not save this run's logs anywhere: {exc}", stacklevel=2)
 
 
-def _open_writer(url: str) -> Any:
-    """The stdlib SQLite writer when the store exists with a current schema (no SQLAlchemy import
-    in the training process); the SQLAlchemy Store otherwise (first run, other databases)."""
-    from ..store.ingest import LiteWriter
-
-    writer = LiteWriter.open(url)
-    if writer is not None:
-        return writer
-    from ..store import Store
-
-    return Store(url)
+def _delegate_threshold() -> int:
+    """Events per flush above which a helper process takes over storing (env override)."""
+    raw = os.environ.get("RETROLOG_FOLLOWER_EVENTS", "")
+    try:
+        return int(raw) if raw else DELEGATE_EVENTS
+    except ValueError:
+        return DELEGATE_EVENTS
 
 
 def _budget_from_env() -> float:
@@ -514,16 +581,6 @@ def _seconds_since_process_start() -> float:
 
 
 _SCALARS = frozenset({int, float, str, bool})
-
-
-def _item_value(item: Any) -> str | None:
-    """JSON of a loop item worth keeping as the iteration's value (small scalars only)."""
-    kind = type(item)
-    if kind is int or kind is bool or (kind is str and len(item) <= 200):
-        return json.dumps(item)
-    if kind is float and math.isfinite(item):
-        return repr(item)
-    return None
 
 
 def _maybe_progress(name: str, iterable: Iterable[Any]) -> Iterable[Any]:

@@ -169,3 +169,15 @@ class LiteWriter:
 
     def dispose(self) -> None:
         self._conn.close()
+
+
+def open_writer(url: str) -> Any:
+    """The stdlib SQLite writer when the store exists with a current schema (no SQLAlchemy import
+    in a recording process); the SQLAlchemy Store otherwise (first run, other databases).
+    Both have ``ingest(run_id, events)`` and ``dispose()``."""
+    writer = LiteWriter.open(url)
+    if writer is not None:
+        return writer
+    from .store import Store
+
+    return Store(url)
