@@ -15,6 +15,7 @@ from sqlalchemy import delete, select
 
 from .project import Project
 from .relational.access import open_store, resolve_project
+from .relational.cache import drop_cache
 from .relational.describe import find_run
 from .store import schema
 from .versions import GitRepo
@@ -48,6 +49,8 @@ def delete_runs(run_ids: Sequence[str], project: Project | str | Path | None = N
         for table in (schema.replay_runs, schema.replay_tasks):
             conn.execute(delete(table).where(table.c.run_id.in_(ids)))
         conn.execute(delete(schema.runs).where(schema.runs.c.id.in_(keys)))
+    if store.path is not None:  # its marks assume rows are only ever added
+        drop_cache(store.path)
     if proj.in_git:
         repo = GitRepo(proj.root)
         for run_id in ids:

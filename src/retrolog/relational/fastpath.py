@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._warn import warn_once
 from ..store import Store
+from .cache import LOOP_DTYPE, ROW_DTYPE, FrameCache
 
 # sorted loop keys (run << 32 | ctx_id), parent keys, iterations, name codes; the names
 _LoopTable = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]
@@ -57,25 +59,74 @@ def nested_frames(
     raw = store.reader.raw_connection()
     try:
         cur: Any = raw.cursor()
-        return _compute(cur, list(names), set(reserved) | set(names))
+        if store.path is not None:
+            try:
+                with FrameCache.open(cur, store.path) as cache:
+                    return _compute(
+                        _CachedRows(cur, cache), list(names), set(reserved) | set(names)
+                    )
+            except (sqlite3.Error, OSError) as exc:  # the cache is an optimisation only
+                warn_once("frames-cache", f"retrolog: not using the dataframe cache ({exc})")
+        return _compute(_StoreRows(cur), list(names), set(reserved) | set(names))
     finally:
         raw.close()
 
 
+_LOG_SELECT = (
+    f"SELECT {_packed('run', 'ctx_id')}, "
+    f"CASE WHEN seq BETWEEN 0 AND {_MAX_SEQ} THEN "
+    f"((replay_id IS NULL) << {_REC_SHIFT}) | (seq << {_SEQ_SHIFT}) | "
+    "CASE WHEN value_num IS NULL THEN 2 WHEN vtype = 'f' THEN 0 WHEN vtype = 'i' THEN 1 "
+    "ELSE 2 END ELSE -1 END, IFNULL(value_num, 0.0) "
+    "FROM logs WHERE name = ? {runs}"
+)
+_LOOP_SELECT = (
+    f"SELECT {_packed('run', 'ctx_id')}, "
+    f"CASE WHEN parent_id BETWEEN 0 AND {_MAX_CTX} THEN (parent_id << {_CODE_BITS}) | {{case}} "
+    "ELSE -1 END, iteration FROM loops {runs}"
+)
+
+
+class _StoreRows:
+    """Log and loop rows read from the store."""
+
+    def __init__(self, cur: Any) -> None:
+        self.cur = cur
+
+    def logs(self, name: str) -> np.ndarray:
+        self.cur.execute(_LOG_SELECT.format(runs=""), [name])
+        return np.fromiter(self.cur, dtype=ROW_DTYPE)
+
+    def loops(self, runs: np.ndarray) -> tuple[np.ndarray, list[str]] | None:
+        return _all_loops(self.cur)
+
+
+class _CachedRows:
+    """The same rows through the columnar cache (relational/cache.py)."""
+
+    def __init__(self, cur: Any, cache: FrameCache) -> None:
+        self.cur = cur
+        self.cache = cache
+
+    def logs(self, name: str) -> np.ndarray:
+        return self.cache.log_rows(name, _LOG_SELECT, [name])
+
+    def loops(self, runs: np.ndarray) -> tuple[np.ndarray, list[str]] | None:
+        return self.cache.loop_rows(
+            np.unique(runs).tolist(), _LOOP_SELECT, "SELECT DISTINCT name FROM loops {runs}"
+        )
+
+
 def _compute(
-    cur: Any, names: list[str], reserved: set[str]
+    source: _StoreRows | _CachedRows, names: list[str], reserved: set[str]
 ) -> tuple[pd.DataFrame | None, pd.DataFrame] | None:
-    name_case, name_params = _case("name", names)
-    cur.execute(
-        f"SELECT {_packed('run', 'ctx_id')}, "
-        f"CASE WHEN seq BETWEEN 0 AND {_MAX_SEQ} THEN "
-        f"((replay_id IS NULL) << {_REC_SHIFT}) | (seq << {_SEQ_SHIFT}) | ({name_case} << 2) | "
-        "CASE WHEN value_num IS NULL THEN 2 WHEN vtype = 'f' THEN 0 WHEN vtype = 'i' THEN 1 "
-        "ELSE 2 END ELSE -1 END, IFNULL(value_num, 0.0) "
-        f"FROM logs WHERE name IN ({_bind(names)})",
-        [*name_params, *names],
-    )
-    rows = np.fromiter(cur, dtype=np.dtype([("k", "i8"), ("m", "i8"), ("v", "f8")]))
+    parts = []
+    for code, name in enumerate(names):
+        part = source.logs(name)
+        if len(part) and bool((part["m"] >= 0).all()):
+            part["m"] |= code << 2
+        parts.append(part)
+    rows = np.concatenate(parts)
     if len(rows) == 0 or bool((rows["k"] < 0).any()) or bool((rows["m"] < 0).any()):
         return None  # nothing logged, or ids beyond the packed ranges
     key = rows["k"]
@@ -125,7 +176,7 @@ def _compute(
     coord_index = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(n_key)]))
     n_coords = len(coord_key)
 
-    loops = _loops(cur)
+    loops = _sorted_loops(source.loops(coord_key >> _KEY_BITS))
     if loops is None:
         return None
     loop_key, loop_parent, loop_iter, loop_code, loop_names = loops
@@ -185,13 +236,14 @@ def _compute(
     return pd.DataFrame(data), run_values
 
 
-def _loops(cur: Any) -> _LoopTable | None:
+def _all_loops(cur: Any) -> tuple[np.ndarray, list[str]] | None:
+    """Every loop row of the store as (k, p, i) and the loop names ``p``'s codes refer to."""
     cur.execute("SELECT DISTINCT name FROM loops")
     loop_names = [row[0] for row in cur.fetchall()]
     if len(loop_names) >= (1 << _CODE_BITS):
         return None
     case, params = _case("name", loop_names)
-    columns = (
+    columns = (  # the columns of _LOOP_SELECT
         _packed("run", "ctx_id"),
         f"CASE WHEN parent_id BETWEEN 0 AND {_MAX_CTX} THEN (parent_id << {_CODE_BITS}) | {case} "
         "ELSE -1 END",
@@ -199,8 +251,17 @@ def _loops(cur: Any) -> _LoopTable | None:
     )
     table = _int_columns(cur, columns, "loops", params)
     if table is None:  # (run, ctx_id) packed, (parent_id, name code) packed, iteration: 3 ints
-        cur.execute(f"SELECT {', '.join(columns)} FROM loops", params)
-        table = np.fromiter(cur, dtype=np.dtype([("k", "i8"), ("p", "i8"), ("i", "i8")]))
+        cur.execute(_LOOP_SELECT.format(case=case, runs=""), params)
+        table = np.fromiter(cur, dtype=LOOP_DTYPE)
+    return table, loop_names
+
+
+def _sorted_loops(found: tuple[np.ndarray, list[str]] | None) -> _LoopTable | None:
+    if found is None:
+        return None
+    table, loop_names = found
+    if len(loop_names) >= (1 << _CODE_BITS):
+        return None
     if bool((table["k"] < 0).any()) or bool((table["p"] < 0).any()):
         return None
     order = np.argsort(table["k"], kind="stable")

@@ -46,7 +46,7 @@ def _runs_table(store: Store) -> pd.DataFrame:
         "git_dirty, host, argv, error FROM runs ORDER BY run_id"
     )
     frame = pd.DataFrame(
-        rows,
+        [tuple(row) for row in rows],
         columns=[
             "run",
             "run_id",
@@ -68,7 +68,9 @@ def _runs_table(store: Store) -> pd.DataFrame:
 
 def _args_long(store: Store) -> pd.DataFrame:
     rows = store.fetch("SELECT run, name, vtype, value_num, value_text FROM args")
-    frame = pd.DataFrame(rows, columns=["run", "name", "vtype", "value_num", "value_text"])
+    frame = pd.DataFrame(
+        [tuple(row) for row in rows], columns=["run", "name", "vtype", "value_num", "value_text"]
+    )
     frame["value"] = pd.Series(
         [
             from_cell(t, n, x)
