@@ -3,12 +3,15 @@
 Each page of the real server, over the shared recorded project: filter runs, select and compare,
 plot metrics (the canvas must have drawn coloured pixels), open diffs, watch a replay's progress
 update live, and make sure a hostile metric name never runs as script. Screenshots of each page
-land in docs/img/.
+are taken every time (a page that cannot render fails); they replace the README's images in
+docs/img/ only with RETROLOG_SCREENSHOTS=1, so a test run leaves the working tree clean.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +37,8 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+IMG = DOCS_IMG if os.environ.get("RETROLOG_SCREENSHOTS") == "1" else Path(tempfile.mkdtemp())
 
 
 @pytest.fixture(scope="module")
