@@ -68,9 +68,6 @@ class Follower:
                 return False
         return self.process.returncode == 0
 
-    def abandon(self) -> None:
-        self.process.terminate()
-
 
 def follow(journal: Path, db_url: str, run_id: str, parent_pid: int) -> int:
     """Ingest ``journal`` as it grows until its run's ``end`` event; 0 when that was stored."""

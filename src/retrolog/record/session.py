@@ -74,6 +74,7 @@ class RunSession:
         self._store: Any = None  # Store or LiteWriter: both have ingest() and dispose()
         self._flush_lock = threading.Lock()
         self._journal: Journal | None = None
+        self._broken_journal: Journal | None = None
         self._closed = False
         self.status: str | None = None
         self.error: str | None = None
@@ -417,16 +418,20 @@ class RunSession:
                             "journalwrite",
                             f"retrolog: journal write failed ({exc}); keeping logs in memory",
                         )
-                        self._stop_following()
+                        self._broken_journal = self._journal  # still locked: the run is alive
                         self._journal = None
-                if self._follower is None:
+                following = self._follower is not None
+                if not following or self._journal is None:
+                    # Kept in memory (a follower stores only what reached the journal; the rest
+                    # goes to a rescue file at the end, above the journal's events).
                     self._unstored.append(batch)
-                    if (
-                        self._journal is not None
-                        and batch_size(batch) >= _delegate_threshold()
-                        and self._stores_to_project()
-                    ):
-                        self._start_following()
+                if (
+                    not following
+                    and self._journal is not None
+                    and batch_size(batch) >= _delegate_threshold()
+                    and self._stores_to_project()
+                ):
+                    self._start_following()
             except Exception as exc:  # the flusher must survive anything
                 warn_once("flush", f"retrolog: background flush failed: {exc!r}")
         if self._unstored:
@@ -446,13 +451,6 @@ class RunSession:
             warn_once("follower", f"retrolog: storing stays in this process ({exc})")
             return
         self._unstored.clear()  # the follower reads the journal from its start
-
-    def _stop_following(self) -> None:
-        """The journal is gone: the follower cannot see the rest, so this process stores it."""
-        follower, self._follower = self._follower, None
-        if follower is not None:
-            follower.abandon()
-            warn_once("follower-lost", "retrolog: storing moved back into the training process")
 
     def _store_loop(self) -> None:
         while not self._stop.is_set():
@@ -521,8 +519,8 @@ class RunSession:
 
     def _finish_following(self) -> bool:
         """Wait for the follower to store the end of the journal; True when it did."""
-        if self._follower is None:
-            return False
+        if self._follower is None or self._journal is None:
+            return False  # no follower, or it cannot see the end: the journal stays for recovery
         return self._follower.finish()
 
     def _journal_disposable(self) -> bool:
