@@ -96,7 +96,11 @@ def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RETROLOG_", "MLFLOW_"))}
     env.update(_THREAD_ENV)
     env.update(git_identity())
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    # Compiled bytecode is cached (outside the repositories) and reused, as in a normal install:
+    # the peers' site-packages come with .pyc files, and retrolog's editable src/ must not pay
+    # for compiling its modules in every measured process.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(SCRATCH / "pycache")
     env["RETROLOG_PROGRESS"] = "0"
     env.pop("VIRTUAL_ENV", None)
     env.update(extra or {})

@@ -323,3 +323,16 @@ def test_journal_records_round_trip_and_a_torn_tail_is_dropped(tmp_path: Path) -
     with open(path, "ab") as fh:  # a record cut short by a kill
         fh.write(b"\x40\x00\x00\x00\x01\x02\x03\x04partial")
     assert len(read_events(path)) == 5
+
+
+def test_a_run_records_the_versions_of_the_packages_it_imported(project: Path) -> None:
+    import json
+    import sqlite3
+
+    import numpy
+
+    write_script(project, "import numpy, retrolog\nretrolog.log('x', 1)\n")
+    run_python(project, "train.py")
+    with sqlite3.connect(project / ".retrolog" / "retrolog.db") as conn:
+        (packages,) = conn.execute("SELECT packages FROM runs").fetchone()
+    assert json.loads(packages) == {"numpy": numpy.__version__, "retrolog": retrolog.__version__}
