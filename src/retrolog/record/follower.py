@@ -12,6 +12,7 @@ journal stays and the next retrolog command recovers it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -73,6 +74,9 @@ def follow(journal: Path, db_url: str, run_id: str, parent_pid: int) -> int:
     """Ingest ``journal`` as it grows until its run's ``end`` event; 0 when that was stored."""
     from ..store.ingest import open_writer
     from .journal import JournalReader
+
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(10)  # background work: on a busy machine the training process comes first
 
     reader = JournalReader(journal)
     writer = None
