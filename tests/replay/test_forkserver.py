@@ -22,7 +22,16 @@ import pytest
 import retrolog
 from retrolog.replaying import replay
 from retrolog.replaying.executor import Job, JobResult, LocalProcessExecutor
-from retrolog.replaying.forkserver import ForkServerExecutor, script_imports
+from retrolog.replaying.forkserver import (
+    DIR_ENV,
+    IDLE_ENV,
+    PERSIST_ENV,
+    ForkServerExecutor,
+    script_imports,
+    server_key,
+    shareable_preload,
+    shutdown_servers,
+)
 
 from ..conftest import git, run_python, script_env, write_script
 from .scripts import ARG_SETS, TRAIN, with_statements
@@ -304,3 +313,75 @@ def test_script_imports_are_the_module_level_absolute_imports() -> None:
     ]
     assert script_imports(TRAIN) == ["torch", "retrolog"]
     assert script_imports("def broken(:") == []
+
+
+def _server_pids(folder: Path) -> list[int]:
+    return [int(p.read_text()) for p in folder.glob("*.pid")]
+
+
+def _gone(pid: int, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_persistent_server_serves_successive_runs_then_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "servers"
+    monkeypatch.setenv(DIR_ENV, str(folder))
+    code = "import sys; print('colorsys' in sys.modules)"
+    outcomes = []
+    for round_ in range(2):
+        executor = ForkServerExecutor(2, preload=["colorsys"], persist=True)
+        results, _ = run(executor, [make_job(tmp_path / str(round_), i, code) for i in range(3)])
+        assert all(r.ok and r.log_tail == "True\n" for r in results), [r.log_tail for r in results]
+        outcomes.append((executor.reused, _server_pids(folder)))
+    (first_reused, first_pids), (second_reused, second_pids) = outcomes
+    assert (first_reused, second_reused) == (False, True)
+    assert len(first_pids) == 1 and first_pids == second_pids  # one server, still running
+    assert shutdown_servers() == 1
+    assert _gone(first_pids[0], 10)
+    assert not list(folder.glob("*.sock")) and not list(folder.glob("*.pid"))
+
+
+def test_a_persistent_server_exits_when_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "servers"
+    monkeypatch.setenv(DIR_ENV, str(folder))
+    monkeypatch.setenv(IDLE_ENV, "1")
+    results, _ = run(ForkServerExecutor(1, persist=True), [make_job(tmp_path, 1, "print(1)")])
+    assert results[0].ok
+    (pid,) = _server_pids(folder)
+    assert _gone(pid, 15)
+    assert not list(folder.glob("*.sock"))
+
+
+def test_persistence_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "servers"
+    monkeypatch.setenv(DIR_ENV, str(folder))
+    monkeypatch.setenv(PERSIST_ENV, "0")
+    executor = ForkServerExecutor(1)
+    results, _ = run(executor, [make_job(tmp_path, 1, "print(1)")])
+    assert results[0].ok and not executor.persist
+    assert not folder.exists() or not list(folder.glob("*.pid"))
+    assert _gone(executor.server_pid or 0, 5)  # the private server ended with the run
+
+
+def test_only_installed_modules_are_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A persistent server outlives one project: a module of the user's never goes into it."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "mylib.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(project))
+    wanted = ["colorsys", "json.decoder", "retrolog.record", "mylib", "no_such_module_here"]
+    assert shareable_preload(wanted) == ["colorsys", "json.decoder", "retrolog.record"]
+    env = script_env()
+    key = server_key(sys.executable, ["colorsys"], env)
+    assert key == server_key(sys.executable, ["colorsys"], dict(env))
+    assert key != server_key(sys.executable, ["colorsys", "json"], env)
+    assert key != server_key(sys.executable, ["colorsys"], {**env, "PYTHONHASHSEED": "7"})

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..project import Project
-from ..relational.access import open_store, resolve_project
-from .execute import RunResult, run_plan
+from ..project import Project, find_project
 from .executor import Executor, JobResult
-from .forkserver import ForkServerExecutor
-from .plan import Plan
-from .planner import NOT_SELECTED, ReplayError, build_plan
+from .forkserver import ForkServerExecutor, script_imports
+from .plan import Plan, ReplayError
+
+if TYPE_CHECKING:
+    from ..store import Store
+    from .execute import RunResult
+
+# pandas and SQLAlchemy (planning, storing) are imported inside ``replay``, after the fork server
+# has been started: its imports (torch, ...) and ours then overlap on a machine with 2+ cores.
 
 
 @dataclass
@@ -92,15 +98,81 @@ def replay(
     selects runs and iterations. ``confirm(plan)`` may veto after seeing the plan. Returns a
     report; the new values are then visible through ``retrolog.dataframe``.
     """
+    started = time.perf_counter()
     if isinstance(names, str):
         names = [names]
-    proj = resolve_project(project)
-    store = open_store(proj)
-    workers = max(1, workers or os.cpu_count() or 1)
-    forked = executor is None or isinstance(executor, ForkServerExecutor)
-    plan, runs, versions = build_plan(
-        proj, store, names, where=where, workers=workers, script=script, forked=forked
+    proj = (
+        project
+        if isinstance(project, Project)
+        else find_project(Path(project) if project is not None else Path.cwd())
     )
+    workers = max(1, workers or os.cpu_count() or 1)
+    early: ForkServerExecutor | None = None
+    if executor is None and not dry_run:
+        # start the fork server now, on today's script's imports: it imports while we plan
+        early = ForkServerExecutor(workers, preload=_likely_imports(proj, names, script))
+        early.start(sys.executable, task_environment())
+    try:
+        return _replay(
+            proj,
+            names,
+            where,
+            workers,
+            script,
+            confirm,
+            on_event,
+            early or executor,
+            tolerance,
+            accept_divergence,
+            dry_run,
+            started,
+        )
+    finally:
+        if early is not None:
+            early.close()  # a no-op once the tasks ran; otherwise the server session ends
+
+
+def _replay(
+    proj: Project,
+    names: Sequence[str],
+    where: str | None,
+    workers: int,
+    script: str | None,
+    confirm: Callable[[Plan], bool] | None,
+    on_event: Callable[[str, int, dict[str, Any]], None] | None,
+    executor: Executor | None,
+    tolerance: float,
+    accept_divergence: bool,
+    dry_run: bool,
+    started: float,
+) -> ReplayReport:
+    from .execute import RunResult, run_plan
+    from .planner import NOT_SELECTED, build_plan
+
+    store = _open_store(proj)
+    forked = executor is None or isinstance(executor, ForkServerExecutor)
+    server_seconds: float | None = None
+    lazy = 0.0
+    if isinstance(executor, ForkServerExecutor):
+        server_seconds, imported = executor.calibration()
+        top_level = set(_likely_imports(proj, names, script))
+        lazy = sum(s for m, s in imported.items() if m not in top_level)
+    plan, runs, versions = build_plan(
+        proj,
+        store,
+        names,
+        where=where,
+        workers=workers,
+        script=script,
+        forked=forked,
+        server_seconds=server_seconds,
+        preloaded_lazy=lazy,
+        cores=_cores(),
+    )
+    if isinstance(executor, ForkServerExecutor) and server_seconds is not None:
+        remaining, _ = executor.calibration()  # planning took some of the server's start
+        plan.server_seconds = remaining or 0.0
+    plan.planning_seconds = time.perf_counter() - started
     report = ReplayReport(plan)
     if dry_run or not plan.tasks:
         if not plan.tasks and not dry_run:
@@ -116,6 +188,10 @@ def replay(
         return report
     if confirm is not None and not confirm(plan):
         return report
+    if isinstance(executor, ForkServerExecutor):
+        executor.add_preload(
+            sorted({m for v in versions.values() for m in script_imports(v.source)})
+        )
     report.runs, report.jobs, report.actual_seconds = run_plan(
         proj,
         store,
@@ -129,6 +205,68 @@ def replay(
     )
     report.executed = True
     return report
+
+
+def _open_store(proj: Project) -> Store:
+    """``relational.access.open_store`` when it is loaded; else the same without importing pandas
+    (the relational package does) for a replay that needs no ``where`` filter."""
+    if "retrolog.relational.access" in sys.modules:
+        from ..relational.access import open_store
+
+        return open_store(proj)
+    from ..record.journal import recover_orphans
+    from ..store import Store
+
+    store = Store(proj.db_url)
+    recover_orphans(proj.journal_dir, store)
+    return store
+
+
+def task_environment() -> dict[str, str]:
+    """The environment replay tasks (and so their fork server) start with, less the task spec."""
+    return {**os.environ, "RETROLOG_PROGRESS": "0", "PYTHONUNBUFFERED": "1"}
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _likely_imports(proj: Project, names: Sequence[str], script: str | None) -> list[str]:
+    """Top-level imports of today's scripts that log ``names``, found without the store's
+    libraries (SQLite read directly; another database: the named ``script`` only)."""
+    from .analysis import find_log_statements
+
+    scripts = [script] if script else _recorded_scripts(proj)
+    found: list[str] = []
+    for name in scripts:
+        try:
+            source = (proj.root / name).read_text()
+            if find_log_statements(source, names):
+                found += script_imports(source)
+        except (OSError, ValueError, SyntaxError):
+            continue
+    return list(dict.fromkeys(found))
+
+
+def _recorded_scripts(proj: Project) -> list[str]:
+    import sqlite3
+
+    prefix = "sqlite:///"
+    if not proj.db_url.startswith(prefix):
+        return []
+    path = proj.db_url[len(prefix) :]
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        try:
+            rows = conn.execute("SELECT DISTINCT script FROM runs").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []
+    return sorted(str(r[0]) for r in rows if r[0] and r[0] != "<interactive>")
 
 
 __all__ = ["ReplayError", "ReplayReport", "replay"]

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from ..project import Project
+from ..record.journal import SUFFIX as JOURNAL_SUFFIX
 from ..record.replay_session import REPLAY_ENV, TaskSpec
 from ..store import Store, schema
 from ..versions import GitRepo
@@ -141,6 +142,11 @@ def run_plan(
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _output_path(workdir: Path, task_id: int) -> Path:
+    """A task's output: a journal, named with the suffix the journal reader reads it by."""
+    return workdir / f"task-{task_id}.out{JOURNAL_SUFFIX}"
+
+
 def _job(
     project: Project, plan: Plan, task: TaskPlan, data: RunData, root: Path, workdir: Path
 ) -> Job:
@@ -150,7 +156,7 @@ def _job(
         task_id=task.task_id,
         run_id=task.run_id,
         level=task.level,
-        output=str(base.with_suffix(".out.jsonl")),
+        output=str(_output_path(workdir, task.task_id)),
         progress=str(base.with_suffix(".progress")),
         objects_url=project.objects_url,
         args=data.args,
@@ -206,7 +212,7 @@ def _collect_run(
     for task in run_plan.tasks:
         job = by_task[task.task_id]
         if job.ok:
-            outputs.append(read_output(workdir / f"task-{task.task_id}.out.jsonl"))
+            outputs.append(read_output(_output_path(workdir, task.task_id)))
         else:
             failures.append(
                 f"task {task.task_id} failed after {job.attempts} attempts:\n{job.log_tail}"

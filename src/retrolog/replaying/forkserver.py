@@ -45,6 +45,7 @@ import linecache
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,10 @@ IMPLIED_PRELOAD = {
     "numpy": ("safetensors.numpy",),
 }
 READY_TIMEOUT = 300.0  # seconds the server may take to import everything
+PERSIST_ENV = "RETROLOG_FORKSERVER_PERSIST"  # 0: a private server per replay, gone at its end
+IDLE_ENV = "RETROLOG_FORKSERVER_IDLE"  # seconds a persistent server waits for the next replay
+DIR_ENV = "RETROLOG_FORKSERVER_DIR"  # where persistent servers keep sockets, pid files, logs
+DEFAULT_IDLE_SECONDS = 600.0
 _SERVER_FILE = os.path.abspath(__file__)
 _STARTUP_PREFIXES = (
     "PYTHON",
@@ -106,6 +111,11 @@ def script_imports(source: str) -> list[str]:
         elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             todo.extend(ast.iter_child_nodes(node))
     return [n for n in dict.fromkeys(names) if n != "__future__"]
+
+
+def _with_implied(modules: Sequence[str]) -> list[str]:
+    implied = [m for name in modules for m in IMPLIED_PRELOAD.get(name.partition(".")[0], ())]
+    return list(dict.fromkeys([*modules, *implied]))
 
 
 def _startup_env(env: dict[str, str]) -> dict[str, str]:
@@ -148,9 +158,26 @@ class _Subprocesses:
 
 
 class _ServerClient:
-    """The parent's handle on a running fork server."""
+    """The parent's handle on a fork server: a private one (a child process on pipes) or a session
+    of a persistent one (a Unix socket). Construction starts it; ``ready()`` waits for its hello."""
 
-    def __init__(self, interpreter: str, preload: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, interpreter: str, preload: list[str], env: dict[str, str], persist: bool = False
+    ) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+        self.stderr: IO[bytes] | None = None
+        self.pid = 0
+        self.buffer = b""
+        self.exec_reasons: dict[int, str] = {}
+        self.hello: dict[str, Any] = {}
+        self.persistent_key: str | None = None
+        self.reused = False  # a persistent server that was already running
+        if persist:
+            self.persistent_key, self.sock, spawned = _connect_persistent(interpreter, preload, env)
+            self.reused = not spawned
+            self.wfd = self.rfd = self.sock.fileno()
+            return
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
         self.proc = subprocess.Popen(
             [interpreter, _SERVER_FILE, *preload],
@@ -161,67 +188,106 @@ class _ServerClient:
             bufsize=0,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.stdin, self.fd = self.proc.stdin, self.proc.stdout.fileno()
-        self.buffer = b""
-        self.exec_reasons: dict[int, str] = {}
-        deadline = time.monotonic() + READY_TIMEOUT
-        self.hello: dict[str, Any] = {}
+        self.wfd, self.rfd = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        self.pid = self.proc.pid
+
+    def ready(self, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
         try:
             while not self.hello:
                 if time.monotonic() > deadline:
-                    raise ForkServerError(f"the fork server was not ready in {READY_TIMEOUT:.0f}s")
+                    raise ForkServerError(f"the fork server was not ready in {timeout:.0f}s")
                 self.hello = next(iter(self._messages(1.0)), {})
         except BaseException:
             self.close()
             raise
+        self.pid = int(self.hello.get("pid", self.pid))
+
+    def preload(self, modules: Sequence[str]) -> None:
+        """Import more modules in the server (its session) before the next fork."""
+        if modules:
+            self._write({"preload": list(modules)})
 
     def submit(self, job: Job) -> None:
-        request = {
-            "task_id": job.task_id,
-            "argv": list(job.argv),
-            "cwd": str(job.cwd),
-            "env": dict(job.env),
-            "log_path": str(job.log_path),
-        }
+        self._write(
+            {
+                "task_id": job.task_id,
+                "argv": list(job.argv),
+                "cwd": str(job.cwd),
+                "env": dict(job.env),
+                "log_path": str(job.log_path),
+            }
+        )
+
+    def _write(self, request: dict[str, Any]) -> None:
         data = memoryview((json.dumps(request) + "\n").encode())
         try:
             while data:
-                data = data[self.stdin.write(data) or 0 :]
+                data = data[os.write(self.wfd, data) :]
         except OSError as exc:
             raise ForkServerError(self._death(f"{exc}")) from exc
 
     def wait(self, timeout: float) -> list[tuple[int, int]]:
         done = []
         for msg in self._messages(timeout):
+            if "task_id" not in msg:
+                continue
             if msg.get("exec"):
                 self.exec_reasons[int(msg["task_id"])] = str(msg["exec"])
             done.append((int(msg["task_id"]), int(msg["returncode"])))
         return done
 
     def _messages(self, timeout: float) -> list[dict[str, Any]]:
-        ready, _, _ = select.select([self.fd], [], [], timeout)
-        data = os.read(self.fd, 1 << 16) if ready else b""
-        if ready and not data or not ready and self.proc.poll() is not None:
+        ready, _, _ = select.select([self.rfd], [], [], timeout)
+        try:
+            data = os.read(self.rfd, 1 << 16) if ready else b""
+        except OSError as exc:
+            raise ForkServerError(self._death(f"{exc}")) from exc
+        if (
+            ready
+            and not data
+            or not ready
+            and self.proc is not None
+            and self.proc.poll() is not None
+        ):
             raise ForkServerError(self._death("its pipe closed"))
         self.buffer += data
         *lines, self.buffer = self.buffer.split(b"\n")
         return [json.loads(line) for line in lines if line.strip()]
 
     def _death(self, what: str) -> str:
+        if self.proc is None:
+            return f"the fork server session (pid {self.pid}) died ({what})"
         try:
             code: int | None = self.proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
             code = None
-        self.stderr.seek(0)
-        tail = self.stderr.read()[-3000:].decode(errors="replace").strip()
+        tail = ""
+        if self.stderr is not None:
+            self.stderr.seek(0)
+            tail = self.stderr.read()[-3000:].decode(errors="replace").strip()
         return f"the fork server (pid {self.proc.pid}) died ({what}; exit status {code})" + (
             f":\n{tail}" if tail else ""
         )
 
     def close(self) -> None:
-        """EOF on its stdin: the server kills what still runs, reaps and exits."""
+        """EOF on its input: the server (session) kills what still runs, reaps and exits."""
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+            # the session exits once its children are reaped: wait for its EOF (bounded)
+            deadline = time.monotonic() + 5
+            with contextlib.suppress(OSError):
+                while time.monotonic() < deadline:
+                    ready, _, _ = select.select([self.rfd], [], [], 0.5)
+                    if ready and not os.read(self.rfd, 1 << 16):
+                        break
+            self.sock.close()
+            return
+        assert self.proc is not None
         with contextlib.suppress(OSError):
-            self.stdin.close()
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -229,7 +295,218 @@ class _ServerClient:
             self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
-        self.stderr.close()
+        if self.stderr is not None:
+            self.stderr.close()
+
+
+# -- persistent servers ----------------------------------------------------------------------
+def persist_default() -> bool:
+    """Whether replays reuse a persistent fork server (``RETROLOG_FORKSERVER_PERSIST=0``: no)."""
+    return os.environ.get(PERSIST_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def idle_seconds() -> float:
+    try:
+        return max(1.0, float(os.environ.get(IDLE_ENV, DEFAULT_IDLE_SECONDS)))
+    except ValueError:
+        return DEFAULT_IDLE_SECONDS
+
+
+def runtime_dir() -> str:
+    """This user's folder of persistent fork servers (sockets, pid files, logs), mode 0700."""
+    path = os.environ.get(DIR_ENV) or os.path.join(
+        tempfile.gettempdir(), f"retrolog-forkservers-{os.getuid()}"
+    )
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.stat(path)
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise ForkServerError(f"{path} must be a folder only this user can access")
+    return path
+
+
+def shareable_preload(preload: Sequence[str]) -> list[str]:
+    """The modules of ``preload`` a persistent server may import: installed packages (standard
+    library, site-packages) and retrolog, never modules of a user's project."""
+    import sysconfig
+
+    roots = {
+        os.path.realpath(p)
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+        if (p := sysconfig.get_paths().get(key))
+    }
+    ours = os.path.realpath(os.path.dirname(os.path.dirname(_SERVER_FILE)))
+    keep = []
+    for name in preload:
+        top = name.partition(".")[0]
+        if top in sys.builtin_module_names or top == "retrolog":
+            keep.append(name)
+            continue
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(top, [p for p in sys.path if p])
+        except (ImportError, ValueError):
+            continue
+        origin = spec.origin if spec is not None else None
+        if not origin or not os.path.isabs(origin):
+            continue
+        real = os.path.realpath(origin)
+        if any(real.startswith(root + os.sep) for root in roots) and not real.startswith(ours):
+            keep.append(name)
+    return keep
+
+
+def server_key(interpreter: str, preload: Sequence[str], env: dict[str, str]) -> str:
+    """Identity of a persistent server: interpreter, start-up environment, preloaded modules and
+    the installed files they come from (a package upgrade or an edit of retrolog changes it)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    exe = os.path.realpath(interpreter)
+    h.update(f"{exe}\0{sys.version}\0{os.getuid()}\0".encode())
+    h.update(json.dumps(sorted(_startup_env(env).items())).encode())
+    h.update(json.dumps(list(preload)).encode())
+    tops = sorted({n.partition(".")[0] for n in preload} | {"retrolog"})
+    for top in tops:
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(top, [p for p in sys.path if p])
+        except (ImportError, ValueError):
+            spec = None
+        origin = spec.origin if spec is not None and spec.origin else ""
+        h.update(f"{top}\0{origin}\0".encode())
+        if os.path.isfile(origin):
+            st = os.stat(origin)
+            h.update(f"{st.st_mtime_ns}:{st.st_size}".encode())
+            meta = os.path.dirname(os.path.dirname(origin)) if top != "retrolog" else ""
+            with contextlib.suppress(OSError):  # the dist-info folders: versions of packages
+                for entry in sorted(os.listdir(meta)) if meta else ():
+                    if entry.lower().startswith(top.lower()) and entry.endswith(".dist-info"):
+                        h.update(entry.encode())
+    package = os.path.dirname(os.path.dirname(_SERVER_FILE))  # retrolog's own sources
+    for folder, _dirs, files in sorted(os.walk(package)):
+        for name in sorted(files):
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(folder, name))
+                h.update(f"{folder}/{name}:{st.st_mtime_ns}:{st.st_size}".encode())
+    return h.hexdigest()[:24]
+
+
+def _connect_persistent(
+    interpreter: str, preload: list[str], env: dict[str, str]
+) -> tuple[str, socket.socket, bool]:
+    """Connect to the persistent server for this key, starting it first when none runs."""
+    import fcntl
+
+    preload = shareable_preload(preload)
+    key = server_key(interpreter, preload, env)
+    folder = runtime_dir()
+    path = os.path.join(folder, f"{key}.sock")
+    sock = _try_connect(path)
+    if sock is not None:
+        return key, sock, False
+    with open(os.path.join(folder, f"{key}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one replay starts it; the others wait and connect
+        sock = _try_connect(path)
+        if sock is not None:
+            return key, sock, False
+        log_path = os.path.join(folder, f"{key}.log")
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [interpreter, _SERVER_FILE, "--persist", path, str(idle_seconds()), *preload],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=env,
+                cwd="/",
+                start_new_session=True,  # outlives this replay; never gets the terminal's ^C
+            )
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            code = proc.poll()  # 0: it daemonised (its listening socket is in place)
+            sock = _try_connect(path)
+            if sock is not None:
+                if code is None:
+                    threading.Thread(target=proc.wait, daemon=True).start()  # reap it
+                return key, sock, True
+            if code is not None and code != 0 or time.monotonic() > deadline:
+                if code is None:
+                    proc.kill()
+                    proc.wait()
+                with open(log_path, "rb") as fh:
+                    tail = fh.read()[-3000:].decode(errors="replace").strip()
+                raise ForkServerError(
+                    f"the persistent fork server did not start (exit status {proc.returncode})"
+                    + (f":\n{tail}" if tail else "")
+                )
+            time.sleep(0.02)
+
+
+def _calibration_path() -> str:
+    return os.path.join(runtime_dir(), "calibration.json")
+
+
+def _load_calibration() -> dict[str, Any]:
+    try:
+        with open(_calibration_path()) as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError, ForkServerError):
+        return {}
+
+
+def _save_calibration(key: str, ready_seconds: float, import_seconds: dict[str, float]) -> None:
+    """Remember what starting this server took, for the next plan's estimate (best effort)."""
+    data = _load_calibration()
+    data[key] = {
+        "ready_seconds": ready_seconds,
+        "import_seconds": import_seconds,
+        "at": time.time(),
+    }
+    data = dict(sorted(data.items(), key=lambda kv: -float(kv[1].get("at", 0)))[:32])
+    with contextlib.suppress(OSError, ForkServerError):
+        staging = f"{_calibration_path()}.{os.getpid()}.{threading.get_ident()}"
+        with open(staging, "w") as fh:
+            json.dump(data, fh)
+        os.replace(staging, _calibration_path())
+
+
+def _try_connect(path: str) -> socket.socket | None:
+    if not os.path.exists(path):
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def shutdown_servers(timeout: float = 5.0) -> int:
+    """Stop this user's persistent fork servers (running tasks finish first). Returns how many
+    were running."""
+    try:
+        folder = runtime_dir()
+    except (OSError, ForkServerError):
+        return 0
+    pids = []
+    for name in os.listdir(folder):
+        if not name.endswith(".pid"):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            with open(os.path.join(folder, name)) as fh:
+                pid = int(fh.read().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if _SERVER_FILE.encode() not in fh.read():
+                    continue
+            os.kill(pid, signal.SIGTERM)
+            pids.append(pid)
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                    break
+            time.sleep(0.02)
+    return len(pids)
 
 
 class ForkServerExecutor:
@@ -245,10 +522,11 @@ class ForkServerExecutor:
         retries: int = 1,
         poll_seconds: float = 0.05,
         fallback: bool = True,
+        persist: bool | None = None,
     ) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
-        implied = [m for name in preload for m in IMPLIED_PRELOAD.get(name.partition(".")[0], ())]
-        self.preload = list(dict.fromkeys([*ALWAYS_PRELOAD, *preload, *implied]))
+        self.preload = _with_implied([*ALWAYS_PRELOAD, *preload])
+        self.persist = persist_default() if persist is None else persist
         self.retries = retries
         self.poll_seconds = poll_seconds
         self.fallback = fallback  # False: raise ForkServerError instead of falling back
@@ -257,6 +535,87 @@ class ForkServerExecutor:
         self.preload_errors: dict[str, str] = {}
         self.exec_reasons: dict[int, str] = {}
         self.fallback_error: str | None = None
+        self.import_seconds: dict[str, float] = {}  # what the server's imports took
+        self.reused = False  # a persistent server that was already running served this run
+        self._extra: list[str] = []
+        self._early: tuple[str, dict[str, str]] | None = None
+        self._thread: threading.Thread | None = None
+        self._client: _ServerClient | None = None
+        self._start_error: BaseException | None = None
+        self._key: str | None = None
+        self._started: float | None = None
+        self.ready_seconds: float | None = None
+
+    def start(self, interpreter: str | None = None, env: dict[str, str] | None = None) -> None:
+        """Start (or connect to) the server now, in the background, so that it imports while the
+        caller plans; ``run`` then uses it. Jobs with another interpreter or start-up environment
+        get a server of their own."""
+        if self._thread is not None or not hasattr(os, "fork"):
+            return
+        interpreter = interpreter or sys.executable
+        env = dict(os.environ if env is None else env)
+        self._early = (interpreter, _startup_env(env))
+        self._thread = threading.Thread(
+            target=self._connect, args=(interpreter, env), name="retrolog-forkserver", daemon=True
+        )
+        self._thread.start()
+
+    def add_preload(self, modules: Sequence[str]) -> None:
+        """More modules to import before the first fork (the server may already be running)."""
+        extra = [m for m in _with_implied(modules) if m not in self.preload]
+        self.preload += extra
+        self._extra += extra
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> dict[str, float]:
+        """Wait for a server started by ``start``; its import times ({} when it failed)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return dict(self.import_seconds)
+
+    def _connect(self, interpreter: str, env: dict[str, str]) -> None:
+        started = self._started = time.monotonic()
+        try:
+            preload = shareable_preload(self.preload) if self.persist else list(self.preload)
+            self._key = server_key(interpreter, preload, env)
+            client = _ServerClient(interpreter, list(self.preload), env, persist=self.persist)
+            client.ready()
+        except (ForkServerError, OSError) as exc:
+            self._start_error = exc
+            return
+        self._client = client
+        self.import_seconds = dict(client.hello.get("import_seconds", {}))
+        self.reused = client.reused
+        self.ready_seconds = time.monotonic() - started
+        if not self.reused:
+            _save_calibration(self._key, self.ready_seconds, self.import_seconds)
+
+    def calibration(self) -> tuple[float | None, dict[str, float]]:
+        """For the cost model, while a server started by ``start`` may still be importing: (seconds
+        until it is ready, from now; import seconds per module). Measured when it is ready, else
+        what the last server like it took (None, {}: never measured)."""
+        if self._thread is None:
+            return None, {}
+        if not self._thread.is_alive():
+            return (0.0, dict(self.import_seconds)) if self._client is not None else (None, {})
+        key = self._key
+        for _ in range(100):  # the key is computed first thing in the thread (milliseconds)
+            if key is not None or not self._thread.is_alive():
+                break
+            time.sleep(0.005)
+            key = self._key
+        past = _load_calibration().get(key or "")
+        if not past:
+            return None, {}
+        elapsed = time.monotonic() - (self._started or time.monotonic())
+        return max(float(past["ready_seconds"]) - elapsed, 0.0), dict(past["import_seconds"])
+
+    def close(self) -> None:
+        """Let go of a server started by ``start`` and never used by ``run``."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def run(self, jobs: Sequence[Job], on_event: EventCallback) -> list[JobResult]:
         from .executor import JobResult, _read, _tail
@@ -331,11 +690,26 @@ class ForkServerExecutor:
     def _open(self, first: Job) -> _Backend:
         if not hasattr(os, "fork"):
             return self._fall_back(ForkServerError("os.fork is not available here"), None)
+        server: _ServerClient | None = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            server, self._client = self._client, None
+            same = self._early == (first.argv[0], _startup_env(dict(first.env)))
+            if server is not None and not same:
+                server.close()
+                server = None
         try:
-            server = _ServerClient(first.argv[0], self.preload, dict(first.env))
+            if server is None:
+                self._extra = []
+                server = _ServerClient(first.argv[0], self.preload, dict(first.env), self.persist)
+                server.ready()
+                self.import_seconds = dict(server.hello.get("import_seconds", {}))
+                self.reused = server.reused
+            server.preload(self._extra)
         except (ForkServerError, OSError) as exc:
             return self._fall_back(ForkServerError(str(exc)), None)
-        self.server_pid = server.proc.pid
+        self.server_pid = server.pid
         self.preload_errors = dict(server.hello.get("failed", {}))
         self.server_threads = int(server.hello.get("threads", 1))
         return server
@@ -356,25 +730,27 @@ class ForkServerExecutor:
 
 # -- server side (this file run as a script) ---------------------------------------------------
 class _Server:
-    """Imports ``preload``, then forks a child per request line until its stdin closes."""
+    """Imports ``preload``, then forks a child per request line until its input closes.
 
-    def __init__(self, preload: list[str]) -> None:
-        startup = {name.partition(".")[0] for name in sys.modules}
+    A private server talks over its stdin/stdout; a persistent one (``--persist``) listens on a
+    Unix socket and forks a *session* per connection, which serves that connection the same way.
+    """
+
+    def __init__(self, preload: list[str], persistent: bool = False) -> None:
+        self.startup = {name.partition(".")[0] for name in sys.modules}
         self.signals = {s: signal.getsignal(s) for s in signal.valid_signals()}
-        self.req, self.resp = os.dup(0), os.dup(1)  # protocol fds, non-inheritable
+        self.req = self.resp = -1
+        if not persistent:
+            self.req, self.resp = os.dup(0), os.dup(1)  # protocol fds, non-inheritable
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         os.dup2(2, 1)  # stray prints of the server go to its stderr, never into the protocol
         os.close(null)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-        environ = dict(os.environ)
-        self.startup_env = _startup_env(environ)
-        failed = {}
-        for name in preload:
-            try:
-                importlib.import_module(name)
-            except BaseException as exc:  # an optional speed-up: never fatal
-                failed[name] = f"{type(exc).__name__}: {exc}"
+        self.environ = dict(os.environ)
+        self.startup_env = _startup_env(self.environ)
+        self.failed: dict[str, str] = {}
+        self.import_seconds: dict[str, float] = {}
         self.prctl: Callable[..., int] | None = None
         if sys.platform.startswith("linux"):
             try:
@@ -383,28 +759,55 @@ class _Server:
                 self.prctl = ctypes.CDLL(None, use_errno=True).prctl
             except (OSError, AttributeError):
                 pass
-        self.preloaded = sorted({n.partition(".")[0] for n in sys.modules} - startup)
         self.base_path = list(sys.path)
-        # variables the imports set themselves (torch._dynamo: TORCHINDUCTOR_CACHE_DIR)
-        self.import_env = {k: v for k, v in os.environ.items() if environ.get(k) != v}
+        self._import(preload)
         self.pid = os.getpid()
         self.children: dict[int, int] = {}  # pid -> task
         self.reasons: dict[int, str | None] = {}  # pid -> why it was exec'd
+
+    def _import(self, modules: Sequence[str]) -> None:
+        for name in modules:
+            if name in sys.modules:
+                continue
+            start = time.perf_counter()
+            try:
+                importlib.import_module(name)
+            except BaseException as exc:  # an optional speed-up: never fatal
+                self.failed[name] = f"{type(exc).__name__}: {exc}"
+            self.import_seconds[name] = time.perf_counter() - start
+        self.preloaded = sorted({n.partition(".")[0] for n in sys.modules} - self.startup)
+        # variables the imports set themselves (torch._dynamo: TORCHINDUCTOR_CACHE_DIR)
+        self.import_env = {k: v for k, v in os.environ.items() if self.environ.get(k) != v}
         gc.collect()
         gc.freeze()  # keep the collector off the shared pages in the children
+
+    def hello(self) -> None:
         tasks = f"/proc/{self.pid}/task"  # native threads too (OpenBLAS starts its pool at load)
         threads = len(os.listdir(tasks)) if os.path.isdir(tasks) else threading.active_count()
-        self._send({"ready": True, "pid": self.pid, "failed": failed, "threads": threads})
+        self._send(
+            {
+                "ready": True,
+                "pid": self.pid,
+                "failed": self.failed,
+                "threads": threads,
+                "import_seconds": self.import_seconds,
+            }
+        )
 
     def _send(self, message: dict[str, Any]) -> None:
-        os.write(self.resp, (json.dumps(message) + "\n").encode())
+        data = (json.dumps(message) + "\n").encode()
+        while data:
+            data = data[os.write(self.resp, data) :]
 
     def serve(self) -> None:
         buffer, eof = b"", False
         while not eof or self.children:
             ready, _, _ = select.select([] if eof else [self.req], [], [], 0.01)
             if ready:
-                data = os.read(self.req, 1 << 16)
+                try:
+                    data = os.read(self.req, 1 << 16)
+                except OSError:
+                    data = b""
                 if not data:
                     eof = True
                     for pid in self.children:
@@ -413,14 +816,85 @@ class _Server:
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
                     if line.strip():
-                        self._spawn(json.loads(line))
+                        request = json.loads(line)
+                        if "preload" in request:
+                            self._import(request["preload"])
+                        else:
+                            self._spawn(request)
             while self.children:
                 pid, status = os.waitpid(-1, os.WNOHANG)
                 if pid == 0:
                     break
                 task_id = self.children.pop(pid)
                 code = os.waitstatus_to_exitcode(status)
-                self._send({"task_id": task_id, "returncode": code, "exec": self.reasons.pop(pid)})
+                with contextlib.suppress(OSError):  # a client gone: keep reaping, then exit
+                    self._send(
+                        {"task_id": task_id, "returncode": code, "exec": self.reasons.pop(pid)}
+                    )
+
+    def listen(self, path: str, idle: float) -> None:
+        """Persistent mode: accept connections on ``path``; fork a session per connection; exit
+        after ``idle`` seconds without sessions, on SIGTERM, or when ``path`` is taken away."""
+        import socket as socket_
+
+        listener = socket_.socket(socket_.AF_UNIX, socket_.SOCK_STREAM)
+        staging = f"{path}.{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging)
+        listener.bind(staging)
+        listener.listen(16)
+        os.rename(staging, path)  # atomically: a client connects only to a ready server
+        inode = os.stat(path).st_ino
+        if os.fork() > 0:  # daemonise: the starter reaps this parent at once, init the server
+            os._exit(0)
+        self.pid = os.getpid()
+        pid_path = path[: -len(".sock")] + ".pid" if path.endswith(".sock") else path + ".pid"
+        with open(pid_path, "w") as fh:
+            fh.write(str(self.pid))
+        stop = []
+        signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+        sessions: set[int] = set()
+        last = time.monotonic()
+        while True:
+            try:
+                ready, _, _ = select.select([listener], [], [], 0.5)
+            except InterruptedError:
+                ready = []
+            if ready and not stop:
+                conn, _ = listener.accept()
+                pid = os.fork()
+                if pid == 0:
+                    listener.close()
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                    self.req = self.resp = conn.detach()
+                    self.pid = os.getpid()
+                    try:
+                        self.hello()
+                        self.serve()
+                    finally:
+                        os._exit(0)
+                conn.close()
+                sessions.add(pid)
+            while sessions:
+                pid, _status = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    break
+                sessions.discard(pid)
+                last = time.monotonic()
+            try:
+                ours = os.stat(path).st_ino == inode
+            except OSError:
+                ours = False
+            if sessions:
+                last = time.monotonic()
+            elif stop or not ours or time.monotonic() - last > idle:
+                break
+        listener.close()
+        log_path = pid_path[: -len(".pid")] + ".log"
+        for leftover in (path, pid_path, log_path):
+            with contextlib.suppress(OSError):
+                if leftover != path or ours:
+                    os.unlink(leftover)
 
     def _spawn(self, req: dict[str, Any]) -> None:
         reason = self._exec_reason(req)
@@ -462,7 +936,8 @@ class _Server:
 
     def _child(self, req: dict[str, Any], reason: str | None) -> int:
         os.close(self.req)
-        os.close(self.resp)
+        if self.resp != self.req:
+            os.close(self.resp)
         if self.prctl is not None:
             self.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG: die with the server
             if os.getppid() != self.pid:
@@ -596,11 +1071,17 @@ def _flush_open_files() -> None:
             stream.flush()
 
 
-def _main(preload: list[str]) -> None:
+def _main(argv: list[str]) -> None:
     here = os.path.dirname(os.path.realpath(__file__))
     if sys.path and os.path.realpath(sys.path[0] or ".") == here:
         del sys.path[0]  # run as a script: our folder must not become a top-level import root
-    _Server(preload).serve()
+    if argv[:1] == ["--persist"]:
+        path, idle, preload = argv[1], float(argv[2]), argv[3:]
+        _Server(preload, persistent=True).listen(path, idle)
+        return
+    server = _Server(argv)
+    server.hello()
+    server.serve()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,13 @@ from typing import Any
 LEVEL_ORDER = {"prefix": 0, "suffix": 1, "outer": 2, "inner": 3, "full": 4}
 FORK_SECONDS = 0.12  # a forked task's fixed cost (fork, exit, torch's atexit handlers)
 RESTORE_OVERHEAD_SECONDS = 0.01
+# after the tasks: read their output, compare, store (measured: ~0.1 s + ~0.05 s per run)
+COLLECT_SECONDS = 0.1
+COLLECT_PER_RUN_SECONDS = 0.05
+
+
+class ReplayError(ValueError):
+    """The replay cannot be planned; the message says what to change."""
 
 
 @dataclass
@@ -78,20 +85,37 @@ class Plan:
     workers: int
     runs: list[RunPlan]
     load_speed: float  # checkpoint bytes per second the restore estimates assume
-    server_seconds: float = (
-        0.0  # one-off start of the fork server (interpreter + preloaded imports)
-    )
+    # what is left of the fork server's start when the tasks could begin (0: already running)
+    server_seconds: float = 0.0
+    planning_seconds: float = 0.0  # measured: from the replay call to this plan
+    cores: int = 0  # CPU cores the tasks share (0: one per worker)
 
     @property
     def tasks(self) -> list[TaskPlan]:
         return [task for run in self.runs for task in run.tasks]
 
     @property
+    def contention(self) -> float:
+        """How much slower each task runs because more tasks run at once than there are cores."""
+        busy = min(self.workers, len(self.tasks))
+        return max(1.0, busy / self.cores) if self.cores and busy else 1.0
+
+    @property
     def estimate_seconds(self) -> float:
-        """Server start, then the makespan of the tasks over the workers (longest task first onto
-        the least-loaded worker)."""
+        """Planning (measured), what is left of the server's start, the makespan of the tasks over
+        the workers (longest task first onto the least-loaded worker; slowed down when tasks
+        outnumber cores), then reading, comparing and storing their output."""
         tasks = [t.estimate_seconds for t in self.tasks]
-        return (self.server_seconds if tasks else 0.0) + makespan(tasks, self.workers)
+        if not tasks:
+            return self.planning_seconds
+        runs = len({t.run_id for t in self.tasks})
+        return (
+            self.planning_seconds
+            + self.server_seconds
+            + makespan(tasks, self.workers) * self.contention
+            + COLLECT_SECONDS
+            + COLLECT_PER_RUN_SECONDS * runs
+        )
 
     def to_json(self) -> str:
         return json.dumps(
@@ -101,6 +125,9 @@ class Plan:
                 "where": self.where,
                 "workers": self.workers,
                 "load_speed": self.load_speed,
+                "server_seconds": self.server_seconds,
+                "planning_seconds": self.planning_seconds,
+                "cores": self.cores,
                 "estimate_seconds": self.estimate_seconds,
                 "runs": [asdict(r) for r in self.runs],
             },
@@ -138,9 +165,12 @@ def split_contiguous(values: list[int], parts: int) -> list[list[int]]:
 class CostModel:
     """Seconds a task will take, from the run's recorded timings and checkpoint sizes."""
 
-    def __init__(self, load_speed: float, forked: bool = True) -> None:
+    def __init__(self, load_speed: float, forked: bool = True, preloaded_lazy: float = 0.0) -> None:
         self.load_speed = load_speed
         self.forked = forked  # tasks fork from a server that already imported the script's modules
+        # seconds of imports the recorded prefix paid lazily (torch.optim -> torch._dynamo) that
+        # the fork server has already done: measured by the server, or by the last one like it
+        self.preloaded_lazy = preloaded_lazy
 
     def restore(self, nbytes: int) -> float:
         return RESTORE_OVERHEAD_SECONDS + nbytes / self.load_speed
@@ -170,8 +200,11 @@ class CostModel:
         """(seconds, basis) for one task."""
         if level == "full":
             return timings.total, "the recorded run's duration (whole script re-executed)"
-        prefix = timings.prefix - timings.startup + FORK_SECONDS if self.forked else timings.prefix
-        seconds = max(prefix, 0.0)
+        if self.forked:
+            work = max(timings.prefix - timings.startup - self.preloaded_lazy, 0.0)
+            seconds = work + FORK_SECONDS
+        else:
+            seconds = max(timings.prefix, 0.0)
         parts = [f"prefix {seconds:.2f}s" + (" (imports preloaded)" if self.forked else "")]
         if level == "prefix":
             return seconds, parts[0]

@@ -7,15 +7,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .._ids import new_run_id
 from ..project import Project
 from ..record.values import from_cell
-from ..relational.access import filter_frame
-from ..store import Store
 from ..versions import GitError, GitRepo
 from .analysis import (
     ScriptStructure,
@@ -24,14 +20,24 @@ from .analysis import (
     logged_names,
     strip_statements,
 )
-from .plan import CostModel, Plan, RunPlan, RunTimings, TaskPlan, combine_levels, split_contiguous
+from .plan import (
+    CostModel,
+    Plan,
+    ReplayError,
+    RunPlan,
+    RunTimings,
+    TaskPlan,
+    combine_levels,
+    split_contiguous,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..store import Store
 
 NOT_SELECTED = "no row of this run matches --where"
 DEFAULT_LOAD_SPEED = 200e6  # bytes/s, used when no checkpoint exists to measure
-
-
-class ReplayError(ValueError):
-    """The replay cannot be planned; the message says what to change."""
 
 
 @dataclass
@@ -172,8 +178,14 @@ def build_plan(
     workers: int = 1,
     script: str | None = None,
     forked: bool = True,
+    server_seconds: float | None = None,
+    preloaded_lazy: float = 0.0,
+    cores: int = 0,
 ) -> tuple[Plan, dict[str, RunData], dict[str, VersionScript]]:
-    """Plan a replay of the statements logging ``names`` in today's script."""
+    """Plan a replay of the statements logging ``names`` in today's script. ``server_seconds``:
+    what is left of the fork server's start (None: as long as the slowest run's recorded start-up);
+    ``preloaded_lazy``: seconds of the prefix's lazy imports the server has done; ``cores``: CPU
+    cores the tasks share (0: one per worker)."""
     names = list(dict.fromkeys(names))
     if not names:
         raise ReplayError("name at least one logged value to replay")
@@ -226,7 +238,9 @@ def build_plan(
             plan.skipped = f"no recorded iterations of its main loop {main_name!r}"
     selected = _select(store, [p for p in plans if not p.skipped], runs, versions, where)
     objects_manifests = [c[2] for data in runs.values() for c in data.checkpoints[:1]]
-    model = CostModel(measure_load_speed(project.objects_url, objects_manifests), forked=forked)
+    model = CostModel(
+        measure_load_speed(project.objects_url, objects_manifests), forked, preloaded_lazy
+    )
     for plan in plans:
         if not plan.skipped and not selected.get(plan.run_id):
             plan.skipped = NOT_SELECTED
@@ -277,10 +291,23 @@ def build_plan(
             )
     replay_id = new_run_id()
     stmt_texts = [s.text for s in statements]
-    planned = [runs[p.run_id].timings.startup for p in plans if p.tasks]
-    server = (max(planned) if planned else 0.0) if forked else 0.0
+    if server_seconds is None:
+        planned = [runs[p.run_id].timings.startup for p in plans if p.tasks]
+        server_seconds = max(planned) if planned else 0.0
+    server = server_seconds if forked else 0.0
     return (
-        Plan(replay_id, names, script, stmt_texts, where, workers, plans, model.load_speed, server),
+        Plan(
+            replay_id,
+            names,
+            script,
+            stmt_texts,
+            where,
+            workers,
+            plans,
+            model.load_speed,
+            server,
+            cores=cores,
+        ),
         runs,
         versions,
     )
@@ -330,12 +357,15 @@ def _select(
 ) -> dict[str, set[tuple[int, ...]]]:
     """Selected coordinates per run: () for a whole run, (main,) or (main, nested) iterations."""
     frames = []
+    levels: dict[str, str | None] = {}
+    out: dict[str, set[tuple[int, ...]]] = {}
     for plan in plans:
         data = runs[plan.run_id]
         assert plan.version is not None
         structure = versions[plan.version].structure
         main_name = structure.main.name if structure.main else None
         base = {"run_id": data.run_id, "version": data.version, "script": data.script, **data.args}
+        rows: list[dict[str, Any]]
         if plan.level == "inner":
             inner_names = _inner_loop_names(structure, versions[plan.version].lines)
             rows = [
@@ -352,16 +382,26 @@ def _select(
             rows = [{**base, main_name: i, "_coord": (i,)} for i in sorted(data.main_ctx)]
         else:
             rows = [{**base, "_coord": ()}]
+        levels[data.run_id] = plan.level
+        if not where:  # everything is selected: no table to filter (and no pandas to import)
+            for row in rows:
+                coord = () if plan.level in ("prefix", "suffix") else tuple(row["_coord"])
+                out.setdefault(data.run_id, set()).add(coord)
+            continue
+        import pandas as pd
+
         frame = pd.DataFrame(rows)
-        if where and data.main_ctx and main_name is not None and main_name in frame:
+        if data.main_ctx and main_name is not None and main_name in frame:
             frame = _with_epoch_metrics(store, data, frame, main_name)
         frames.append(frame)
-    if not frames:
-        return {}
+    if not frames or not where:
+        return out
+    import pandas as pd
+
+    from ..relational.access import filter_frame
+
     combined = pd.concat(frames, ignore_index=True)
-    chosen = filter_frame(combined.drop(columns=["_coord"]), where) if where else combined
-    levels = {p.run_id: p.level for p in plans}
-    out: dict[str, set[tuple[int, ...]]] = {}
+    chosen = filter_frame(combined.drop(columns=["_coord"]), where)
     for index in chosen.index:
         row = combined.loc[index]
         coord = () if levels[row["run_id"]] in ("prefix", "suffix") else tuple(row["_coord"])
@@ -393,6 +433,8 @@ def _with_epoch_metrics(
             values.setdefault(ctx_to_main[ctx_id], {})[name] = from_cell(t, n, x)
     if not values:
         return frame
+    import pandas as pd
+
     metrics = pd.DataFrame.from_dict(values, orient="index")
     metrics.index.name = main_name
     return frame.merge(metrics, left_on=main_name, right_index=True, how="left")
