@@ -6,8 +6,11 @@ journals of crashed runs, so users never see half-recorded runs as still running
 
 from __future__ import annotations
 
+import atexit
+import re
 import sqlite3
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +41,21 @@ def open_store(project: Project | str | Path | None = None, recover: bool = True
     with _stores_lock:
         store = _stores.get(proj.db_url)
         if store is None:
+            if not _stores:
+                atexit.register(_close_stores)
             store = Store(proj.db_url)
             _stores[proj.db_url] = store
     if recover:
         recover_orphans(proj.journal_dir, store)
     return store
+
+
+def _close_stores() -> None:
+    """Close pooled connections at exit (a server database would otherwise see them dropped,
+    and psycopg warns about connections deleted while open)."""
+    with _stores_lock:
+        for store in _stores.values():
+            store.dispose()
 
 
 # SQLite authorizer action codes that a read-only query may use.
@@ -89,6 +102,8 @@ def run_sql(
                 return pd.read_sql_query(sql, conn, params=params)
             finally:
                 conn.close()
+        if store.is_postgres:
+            return _run_sql_postgres(store, sql, params)
         with store.reader.connect() as sa_conn:
             sa_conn.exec_driver_sql("SET TRANSACTION READ ONLY")
             result = sa_conn.execute(text(sql), params or {})
@@ -96,9 +111,83 @@ def run_sql(
     except (sqlite3.Error, pd.errors.DatabaseError) as exc:
         raise QueryError(_explain(exc)) from None
     except Exception as exc:
-        if type(exc).__module__.startswith("sqlalchemy"):
-            raise QueryError(str(exc).splitlines()[0]) from None
+        if type(exc).__module__.startswith(("sqlalchemy", "psycopg")):
+            raise QueryError(_explain_postgres(exc)) from None
         raise
+
+
+_READ_ONLY = "queries are read-only (one SELECT; no writes, DDL, COPY, SET or transaction control)"
+# Leading comments, whitespace and parentheses, then the statement's first keyword.
+_FIRST_WORD = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*(\w+)", re.S)
+_QUERY_WORDS = {"select", "with", "values", "table"}
+# SQLSTATEs that mean "this tried to write or to leave the read-only transaction".
+_WRITE_STATES = {"25006", "25001", "25P01", "2D000", "0A000"}
+
+
+def _run_sql_postgres(
+    store: Store, sql: str, params: dict[str, Any] | list[Any] | None
+) -> pd.DataFrame:
+    """One user query on PostgreSQL, with three independent guards:
+
+    - only a query expression runs: the text must start with SELECT/WITH/VALUES/TABLE and is
+      wrapped as ``SELECT * FROM (<sql>) AS retrolog_query``, so COPY, SET, DO, CALL,
+      transaction control and data-modifying WITH (only legal at top level) cannot parse;
+    - it is sent as one prepared statement (extended protocol), which PostgreSQL refuses to hold
+      more than one command, so closing the parenthesis to append ``; DROP ...`` fails;
+    - it runs in a transaction that is ``READ ONLY`` from its start and always rolled back (a
+      write, ``nextval``, ``SELECT ... FOR UPDATE`` or switching to READ WRITE mid-query fail).
+
+    Functions the database role may call (server files for superusers, signalling backends) are
+    the role's privileges; give readers a role with SELECT only. Values are always bound.
+    """
+    if isinstance(params, (list, tuple)):
+        raise QueryError("on PostgreSQL, bind parameters by name (:name) with a dict")
+    body = sql.strip()
+    while body.endswith(";"):
+        body = body[:-1].rstrip()
+    first = _FIRST_WORD.match(body)
+    word = first.group(1).lower() if first else ""
+    if word not in _QUERY_WORDS:
+        raise QueryError(f"{word.upper() or 'this'} is not allowed: {_READ_ONLY}")
+    # newline before ")" so a trailing -- comment cannot swallow it
+    compiled = text(f"SELECT * FROM (\n{body}\n) AS retrolog_query").compile(
+        dialect=store.reader.dialect
+    )
+    bound = compiled.construct_params(params or {})
+    try:
+        return _read_only_prepared(store, compiled.string, bound)
+    except Exception as exc:
+        if type(exc).__module__.startswith("psycopg"):
+            raise QueryError(_explain_postgres(exc, several=";" in body)) from None
+        raise
+
+
+def _read_only_prepared(store: Store, sql: str, params: Mapping[str, Any]) -> pd.DataFrame:
+    raw = store.reader.raw_connection()
+    try:
+        cur: Any = raw.cursor()  # psycopg's own cursor: execute(..., prepare=True)
+        try:
+            raw.rollback()  # start from a clean state: the next statement opens the transaction
+            cur.execute("SET TRANSACTION READ ONLY")
+            cur.execute(sql, params, prepare=True)
+            columns = [d[0] for d in cur.description or ()]
+            rows = cur.fetchall()
+        finally:
+            cur.close()
+            raw.rollback()
+    finally:
+        raw.close()
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _explain_postgres(exc: Exception, several: bool = False) -> str:
+    orig = getattr(exc, "orig", exc)
+    message = (str(orig).strip() or type(orig).__name__).splitlines()[0]
+    state = getattr(orig, "sqlstate", None)
+    syntax = state == "42601" and (several or "INTO" in message)
+    if state in _WRITE_STATES or syntax or "multiple commands" in message:
+        return f"{message}: {_READ_ONLY}"
+    return message
 
 
 def _explain(exc: Exception) -> str:

@@ -52,14 +52,36 @@ _RUN_FACTS = (
 )
 
 
-def apply_events(cursor: Any, sqlite: bool, run_id: str, events: Iterable[Sequence[Any]]) -> int:
+def apply_events(
+    cursor: Any,
+    sqlite: bool,
+    run_id: str,
+    events: Iterable[Sequence[Any]],
+    postgres: bool = False,
+) -> int:
     """Apply one run's events above its high-water mark, inside the caller's transaction.
 
     Events: ``(seq, kind, *payload)`` as documented in docs/data-model.md. Idempotent.
+
+    SQLite serialises writers (``BEGIN IMMEDIATE``). On PostgreSQL two transactions ingesting the
+    same run (the run's own writer and its follower, or two recoveries) would both read the same
+    ``last_seq`` under READ COMMITTED and store rows twice, so the run's row is locked
+    (``FOR UPDATE``) for the transaction and created with ``ON CONFLICT DO NOTHING``.
     """
     mark = "?" if sqlite else "%s"
-    cursor.execute(f"SELECT id, last_seq FROM runs WHERE run_id = {mark}", (run_id,))
+    select_run = f"SELECT id, last_seq FROM runs WHERE run_id = {mark}"
+    if postgres:
+        select_run += " FOR UPDATE"
+    cursor.execute(select_run, (run_id,))
     row = cursor.fetchone()
+    if row is None and postgres:
+        cursor.execute(
+            "INSERT INTO runs (run_id, status, last_seq) VALUES (%s, %s, 0) "
+            "ON CONFLICT (run_id) DO NOTHING",
+            (run_id, "running"),
+        )
+        cursor.execute(select_run, (run_id,))
+        row = cursor.fetchone()
     if row is None:
         cursor.execute(
             f"INSERT INTO runs (run_id, status, last_seq) VALUES ({mark}, {mark}, 0) RETURNING id",

@@ -9,6 +9,7 @@ loop coordinates of a row are its iteration and that iteration's ancestors.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     Index,
@@ -25,6 +26,10 @@ from .ingest import SCHEMA_VERSION
 __all__ = ["SCHEMA_VERSION", "metadata"]
 
 metadata = MetaData()
+
+# 64-bit where a value can pass 2**31 (byte counts, per-run event counters). SQLite's INTEGER is
+# 64-bit already, and existing SQLite stores keep their DDL; PostgreSQL's INTEGER is 32-bit.
+BigInt = BigInteger().with_variant(Integer(), "sqlite")
 
 runs = Table(
     "runs",
@@ -46,7 +51,7 @@ runs = Table(
     Column("git_branch", Text),
     Column("git_dirty", Integer),
     Column("version", String(64)),  # snapshot commit of the exact code the run executed
-    Column("last_seq", Integer, nullable=False, default=0),  # journal high-water mark
+    Column("last_seq", BigInt, nullable=False, default=0),  # journal high-water mark
 )
 
 args = Table(
@@ -78,7 +83,7 @@ logs = Table(
     "logs",
     metadata,
     Column("run", Integer, nullable=False),
-    Column("seq", Integer, nullable=False),
+    Column("seq", BigInt, nullable=False),
     Column("ctx_id", Integer, nullable=False),
     Column("name", Text, nullable=False),
     Column("vtype", String(1), nullable=False),
@@ -111,8 +116,8 @@ checkpoints = Table(
     Column("loop", Text, nullable=False),  # the loop whose exit this checkpoint restores
     Column("iteration", Integer),  # main-loop iteration index it belongs to (NULL: main loop exit)
     Column("manifest", String(80), nullable=False),  # object-store digest of the manifest
-    Column("bytes_total", Integer),
-    Column("bytes_new", Integer),  # after deduplication
+    Column("bytes_total", BigInt),
+    Column("bytes_new", BigInt),  # after deduplication
     Column("capture_seconds", Float),  # on the training thread
     Column("write_seconds", Float),  # on the background writer
     UniqueConstraint("run", "ctx_id", "loop"),
@@ -205,6 +210,31 @@ VIEWS = {
     "run_args": """
         SELECT r.run_id AS run_id, a.name AS name,
                COALESCE(a.value_num, a.value_text) AS value, a.vtype AS vtype
+        FROM args a JOIN runs r ON r.id = a.run
+    """,
+}
+
+# PostgreSQL: a column has one type, so ``value`` is the number (double precision; NaN/inf and
+# integers beyond 2**53 converted from their text, the latter approximately) and ``value_text``
+# the text (strings, JSON, exact big integers, 'nan'/'inf').
+_PG_VALUE = (
+    "COALESCE({t}.value_num, CASE WHEN {t}.vtype IN ('f', 'i') "
+    "THEN CAST({t}.value_text AS DOUBLE PRECISION) END)"
+)
+POSTGRES_VIEWS = {
+    "metrics": f"""
+        SELECT r.run_id AS run_id, l.name AS name,
+               {_PG_VALUE.format(t="l")} AS value, l.vtype AS vtype,
+               l.ctx_id AS ctx_id, c.name AS loop, c.iteration AS iteration,
+               c.parent_id AS parent_id, l.replay_id AS replay_id, l.seq AS seq,
+               l.value_text AS value_text
+        FROM logs l JOIN runs r ON r.id = l.run
+        LEFT JOIN loops c ON c.run = l.run AND c.ctx_id = l.ctx_id
+    """,
+    "run_args": f"""
+        SELECT r.run_id AS run_id, a.name AS name,
+               {_PG_VALUE.format(t="a")} AS value, a.vtype AS vtype,
+               a.value_text AS value_text
         FROM args a JOIN runs r ON r.id = a.run
     """,
 }

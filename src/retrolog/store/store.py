@@ -1,8 +1,8 @@
 """The metadata store: one object that writes run events and hands out read connections.
 
 SQLite (WAL mode, ``BEGIN IMMEDIATE`` for writes so concurrent runs queue on the busy timeout
-instead of failing with "database is locked") by default; any SQLAlchemy URL, e.g. PostgreSQL,
-through ``RETROLOG_DB``.
+instead of failing with "database is locked") by default; any SQLAlchemy URL through
+``RETROLOG_DB``. PostgreSQL (psycopg 3) is tested: see ``tests/test_postgres.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,18 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    event,
+    insert,
+    inspect,
+    make_url,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import OperationalError
 
 from . import schema
@@ -20,13 +31,32 @@ from .ingest import BUSY_TIMEOUT_MS, apply_events
 
 Event = Sequence[Any]  # (seq, kind, *payload); see ingest()
 
+# pg_advisory_xact_lock key that serialises schema creation between processes ("retr").
+_SCHEMA_LOCK = 0x72657472
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` / ``postgres://`` without a driver name use psycopg 3 (the ``postgres``
+    extra) when it is installed; SQLAlchemy 2.0 would pick psycopg2. Other URLs are unchanged."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            try:
+                import psycopg  # noqa: F401
+            except ImportError:
+                return url
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
 
 class Store:
     """Write and read access to one retrolog database."""
 
     def __init__(self, url: str) -> None:
         self.url = url
+        url = normalize_url(url)
         self.is_sqlite = url.startswith("sqlite")
+        self.is_postgres = make_url(url).get_backend_name() == "postgresql"
+        self._url = url
         if self.is_sqlite:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
@@ -41,8 +71,8 @@ class Store:
     # -- engines ---------------------------------------------------------------------------
     def _engine(self, immediate: bool) -> Engine:
         if not self.is_sqlite:
-            return create_engine(self.url, pool_pre_ping=True)
-        engine = create_engine(self.url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+            return create_engine(self._url, pool_pre_ping=True)
+        engine = create_engine(self._url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -63,12 +93,10 @@ class Store:
         for attempt in range(5):
             try:
                 with self.writer.begin() as conn:
+                    if self.is_postgres:  # DDL is transactional: one process creates, others wait
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK})
                     schema.metadata.create_all(conn, checkfirst=True)
-                    for name, body in schema.VIEWS.items():
-                        if self.is_sqlite:
-                            conn.exec_driver_sql(f"CREATE VIEW IF NOT EXISTS {name} AS {body}")
-                        else:
-                            conn.exec_driver_sql(f"CREATE OR REPLACE VIEW {name} AS {body}")
+                    self._ensure_views(conn)
                     found = conn.execute(
                         select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
                     ).scalar()
@@ -88,6 +116,19 @@ class Store:
                     raise
                 time.sleep(0.05 * (attempt + 1))
 
+    def _ensure_views(self, conn: Connection) -> None:
+        if self.is_sqlite:
+            for name, body in schema.VIEWS.items():
+                conn.exec_driver_sql(f"CREATE VIEW IF NOT EXISTS {name} AS {body}")
+            return
+        views = schema.POSTGRES_VIEWS if self.is_postgres else schema.VIEWS
+        existing = set(inspect(conn).get_view_names())
+        for name, body in views.items():
+            # Created once, not replaced on every open: CREATE OR REPLACE takes an exclusive lock
+            # on the view, which would queue every new run behind a long user query.
+            if name not in existing:
+                conn.exec_driver_sql(f"CREATE VIEW {name} AS {body}")
+
     def dispose(self) -> None:
         self.writer.dispose()
         self.reader.dispose()
@@ -100,7 +141,9 @@ class Store:
         with self.writer.begin() as conn:
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
-                return apply_events(cursor, self.is_sqlite, run_id, events)
+                return apply_events(
+                    cursor, self.is_sqlite, run_id, events, postgres=self.is_postgres
+                )
             finally:
                 cursor.close()
 
