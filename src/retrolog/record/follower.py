@@ -16,10 +16,14 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 POLL_SECONDS = 0.2
+CHUNK = 20_000  # events per transaction: short write locks for the project's other writers
+DUTY = 0.25  # share of the time the follower works while the run is alive
 FINISH_NOTICE_SECONDS = 3.0
 FINISH_LIMIT_SECONDS = 600.0
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
@@ -47,7 +51,7 @@ class Follower:
                 str(os.getpid()),
             ],
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # closed by finish() or by the parent's death: hurry up
             stdout=subprocess.DEVNULL,
             start_new_session=True,  # a Ctrl-C for the training script must not kill it mid-write
         )
@@ -55,6 +59,9 @@ class Follower:
 
     def finish(self) -> bool:
         """Wait until the helper has stored the end of the run; True when it exited cleanly."""
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()  # end of the run: full speed from now on
         try:
             self.process.wait(timeout=FINISH_NOTICE_SECONDS)
         except subprocess.TimeoutExpired:
@@ -71,44 +78,84 @@ class Follower:
 
 
 def follow(journal: Path, db_url: str, run_id: str, parent_pid: int) -> int:
-    """Ingest ``journal`` as it grows until its run's ``end`` event; 0 when that was stored."""
+    """Ingest ``journal`` as it grows until its run's ``end`` event; 0 when that was stored.
+
+    While the run trains, the follower works at most ``duty`` of the time (it sleeps in between):
+    on a machine whose cores share execution units (SMT), any busy neighbour slows the training
+    thread by up to ~1.6x, so the backlog is mostly stored once the run ends (the parent then
+    closes the follower's stdin and waits) or dies.
+    """
     from ..store.ingest import open_writer
-    from .journal import JournalReader
+    from .journal import JournalReader, shape_batch
 
     with contextlib.suppress(OSError, AttributeError):
         os.nice(10)  # background work: on a busy machine the training process comes first
+    hurry = threading.Event()
 
+    def wait_for_the_end() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdin.buffer.read()  # EOF: the run ended (or its process died)
+        hurry.set()
+
+    threading.Thread(target=wait_for_the_end, daemon=True).start()
+    duty = _duty()
     reader = JournalReader(journal)
     writer = None
-    failures = 0
     parent_gone = False
+
+    def store(events: list[list[Any]]) -> None:
+        nonlocal writer
+        for attempt in range(1, 6):
+            try:
+                if writer is None:
+                    writer = open_writer(db_url)
+                started = time.perf_counter()
+                writer.ingest(run_id, events)
+                if not hurry.is_set() and duty < 1.0:
+                    hurry.wait((time.perf_counter() - started) * (1.0 - duty) / duty)
+                return
+            except Exception as exc:
+                if attempt == 5:
+                    raise
+                print(f"retrolog follower: retrying ({exc!r})", file=sys.stderr)
+                time.sleep(min(30.0, 2.0**attempt))
+
     try:
         while True:
-            events = reader.read_new()
-            if events:
-                while True:
-                    try:
-                        if writer is None:
-                            writer = open_writer(db_url)
-                        writer.ingest(run_id, events)
-                        failures = 0
-                        break
-                    except Exception as exc:
-                        failures += 1
-                        if failures >= 5:
-                            print(f"retrolog follower: cannot store ({exc!r})", file=sys.stderr)
-                            return 1
-                        time.sleep(min(30.0, 2.0**failures))
-                if any(ev[1] == "end" for ev in events):
-                    return 0
-            elif parent_gone:
-                return 2  # the run died: the next retrolog command marks it and keeps the journal's rest
-            else:
+            batches = reader.read_batches()
+            ended = False
+            for first, events, rows in batches:
+                for a in range(0, len(events), CHUNK):
+                    chunk = shape_batch(first + a, events[a : a + CHUNK], [])
+                    ended = ended or any(ev[1] == "end" for ev in chunk)
+                    store(chunk)
+                for a in range(0, len(rows), CHUNK):
+                    store(shape_batch(first + len(events) + a, [], rows[a : a + CHUNK]))
+            if ended:
+                return 0
+            if not batches:
+                if parent_gone:
+                    return 2  # the run died: the next retrolog command marks it, stores the rest
                 parent_gone = os.getppid() != parent_pid
-                time.sleep(0 if parent_gone else POLL_SECONDS)
+                if parent_gone:
+                    hurry.set()
+                else:
+                    hurry.wait(POLL_SECONDS)
+    except Exception as exc:
+        print(f"retrolog follower: cannot store ({exc!r})", file=sys.stderr)
+        return 1
     finally:
         if writer is not None:
             writer.dispose()
+
+
+def _duty() -> float:
+    raw = os.environ.get("RETROLOG_FOLLOWER_DUTY", "")
+    try:
+        value = float(raw) if raw else DUTY
+    except ValueError:
+        return DUTY
+    return min(1.0, max(0.05, value))
 
 
 def main(argv: list[str] | None = None) -> int:

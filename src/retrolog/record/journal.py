@@ -159,21 +159,21 @@ class JournalReader:
 
     def read_new(self) -> list[list[Any]]:
         """Events appended since the last call, shaped."""
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self._offset)
-                data = fh.read()
-        except FileNotFoundError:
-            return []
-        if self._offset == 0 and not data.startswith(MAGIC[:8]):
-            self._text = True
         if self._text:
-            return self._read_text(data)
-        events: list[list[Any]] = []
+            return self._read_text(self._read())
+        return [ev for batch in self.read_batches() for ev in shape_batch(*batch)]
+
+    def read_batches(self) -> list[Batch]:
+        """The raw batches (``Journal.append``'s arguments) appended since the last call."""
+        data = self._read()
+        if self._text:
+            events = self._read_text(data)
+            return [(0, [("shaped", ev) for ev in events], [])] if events else []
+        batches: list[Batch] = []
         pos = 0
         if self._offset == 0:
             if len(data) < len(MAGIC):
-                return events
+                return batches
             pos = len(MAGIC)
         while pos + _HEADER.size <= len(data):
             length, crc = _HEADER.unpack_from(data, pos)
@@ -183,10 +183,21 @@ class JournalReader:
             tag, first_seq, raw_events, rows = marshal.loads(payload)
             if tag != _RAW:
                 break
-            events.extend(shape_batch(first_seq, raw_events, rows))
+            batches.append((first_seq, raw_events, rows))
             pos += _HEADER.size + length
         self._offset += pos
-        return events
+        return batches
+
+    def _read(self) -> bytes:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self._offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return b""
+        if self._offset == 0 and data and not data.startswith(MAGIC[:8]):
+            self._text = True
+        return data
 
     def _read_text(self, data: bytes) -> list[list[Any]]:
         events: list[list[Any]] = []
