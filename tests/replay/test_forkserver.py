@@ -385,3 +385,32 @@ def test_only_installed_modules_are_shared(tmp_path: Path, monkeypatch: pytest.M
     assert key == server_key(sys.executable, ["colorsys"], dict(env))
     assert key != server_key(sys.executable, ["colorsys", "json"], env)
     assert key != server_key(sys.executable, ["colorsys"], {**env, "PYTHONHASHSEED": "7"})
+
+
+def test_the_estimate_uses_the_server_and_past_replays(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first replay measures what the server's imports take; the next plan subtracts them from
+    the prefix, knows the server is running, and scales task estimates by past actual/estimate."""
+    monkeypatch.setenv(DIR_ENV, str(tmp_path / "servers"))
+    write_script(project, TRAIN)
+    git(project, "add", "train.py")
+    git(project, "commit", "-q", "-m", "train")
+    for args in ARG_SETS:
+        run_python(project, "train.py", "--kwargs", *args)
+    write_script(project, with_statements(TRAIN, "weight_norm"))
+    first = replay("weight_norm", workers=2)
+    assert {r.fidelity for r in first.runs} == {"reproduced"}
+    assert first.plan.planning_seconds > 0 and first.plan.server_seconds == 0  # waited for it
+    second = replay("weight_norm", workers=2)
+    assert {r.fidelity for r in second.runs} == {"reproduced"} and second.stored == 0
+    plan = second.plan
+    factor = plan.corrections["outer"]
+    assert 0.5 <= factor <= 2.0 and plan.server_seconds == 0
+    for task in plan.tasks:
+        assert "(imports preloaded)" in task.basis and f"x{factor:.2f}" in task.basis
+    prefixes = [float(t.basis.split("prefix ")[1].split("s")[0]) for t in plan.tasks]
+    recorded = [first.plan.tasks[0].basis, *(t.basis for t in plan.tasks)]
+    assert all(p < 1.0 for p in prefixes), recorded  # torch._dynamo's import is not counted
+    assert plan.estimate_seconds > plan.planning_seconds
+    assert shutdown_servers() == 1

@@ -155,6 +155,11 @@ def _replay(
     lazy = 0.0
     if isinstance(executor, ForkServerExecutor):
         server_seconds, imported = executor.calibration()
+        if server_seconds is None and not dry_run:
+            # never measured (a first replay with these libraries): only the server can tell how
+            # much of the recorded prefix was imports, and the tasks need it anyway: wait for it
+            executor.wait_ready()
+            server_seconds, imported = executor.calibration()
         top_level = set(_likely_imports(proj, names, script))
         lazy = sum(s for m, s in imported.items() if m not in top_level)
     plan, runs, versions = build_plan(

@@ -89,6 +89,7 @@ class Plan:
     server_seconds: float = 0.0
     planning_seconds: float = 0.0  # measured: from the replay call to this plan
     cores: int = 0  # CPU cores the tasks share (0: one per worker)
+    corrections: dict[str, float] = field(default_factory=dict)  # level -> factor (see planner)
 
     @property
     def tasks(self) -> list[TaskPlan]:
@@ -128,6 +129,7 @@ class Plan:
                 "server_seconds": self.server_seconds,
                 "planning_seconds": self.planning_seconds,
                 "cores": self.cores,
+                "corrections": self.corrections,
                 "estimate_seconds": self.estimate_seconds,
                 "runs": [asdict(r) for r in self.runs],
             },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,8 +33,6 @@ from .plan import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from ..store import Store
 
 NOT_SELECTED = "no row of this run matches --where"
@@ -289,6 +288,12 @@ def build_plan(
                     basis,
                 )
             )
+    corrections = past_corrections(store, script)
+    for task in (t for p in plans for t in p.tasks):
+        factor = corrections.get(task.level)
+        if factor is not None:
+            task.estimate_seconds *= factor
+            task.basis += f"; x{factor:.2f}, as past {task.level} replays of {script} ran"
     replay_id = new_run_id()
     stmt_texts = [s.text for s in statements]
     if server_seconds is None:
@@ -307,10 +312,50 @@ def build_plan(
             model.load_speed,
             server,
             cores=cores,
+            corrections=corrections,
         ),
         runs,
         versions,
     )
+
+
+CORRECTION_REPLAYS = 5  # the latest replays of a script whose tasks calibrate the next estimate
+CORRECTION_BOUNDS = (0.5, 2.0)
+
+
+def past_corrections(store: Store, script: str) -> dict[str, float]:
+    """Per level, the median of actual / uncorrected estimate over the tasks of the latest
+    replays of ``script`` (tasks that ran once and succeeded; at least 2 of them): the part of the
+    error that repeats (the machine's speed now vs when the runs were recorded, what recording
+    added to the timings). Bounded; {} without history."""
+    try:
+        replays = store.fetch(
+            "SELECT replay_id, plan FROM replays WHERE script = :s AND status = 'finished' "
+            "ORDER BY created DESC LIMIT :n",
+            {"s": script, "n": CORRECTION_REPLAYS},
+        )
+    except Exception:
+        return {}
+    ratios: dict[str, list[float]] = {}
+    for replay_id, plan_json in replays:
+        try:
+            applied = json.loads(plan_json or "{}").get("corrections") or {}
+        except ValueError:
+            continue
+        for level, estimate, actual in store.fetch(
+            "SELECT level, estimate_seconds, actual_seconds FROM replay_tasks "
+            "WHERE replay_id = :r AND status = 'done' AND attempts = 1",
+            {"r": replay_id},
+        ):
+            if estimate and actual and estimate > 0:
+                raw = estimate / float(applied.get(level, 1.0))
+                ratios.setdefault(level, []).append(actual / raw)
+    low, high = CORRECTION_BOUNDS
+    return {
+        level: min(max(sorted(values)[len(values) // 2], low), high)
+        for level, values in ratios.items()
+        if len(values) >= 2
+    }
 
 
 def _pick_script(
@@ -356,7 +401,7 @@ def _select(
     where: str | None,
 ) -> dict[str, set[tuple[int, ...]]]:
     """Selected coordinates per run: () for a whole run, (main,) or (main, nested) iterations."""
-    frames = []
+    table: list[dict[str, Any]] = []
     levels: dict[str, str | None] = {}
     out: dict[str, set[tuple[int, ...]]] = {}
     for plan in plans:
@@ -383,27 +428,12 @@ def _select(
         else:
             rows = [{**base, "_coord": ()}]
         levels[data.run_id] = plan.level
-        if not where:  # everything is selected: no table to filter (and no pandas to import)
-            for row in rows:
-                coord = () if plan.level in ("prefix", "suffix") else tuple(row["_coord"])
-                out.setdefault(data.run_id, set()).add(coord)
-            continue
-        import pandas as pd
-
-        frame = pd.DataFrame(rows)
-        if data.main_ctx and main_name is not None and main_name in frame:
-            frame = _with_epoch_metrics(store, data, frame, main_name)
-        frames.append(frame)
-    if not frames or not where:
-        return out
-    import pandas as pd
-
-    from ..relational.access import filter_frame
-
-    combined = pd.concat(frames, ignore_index=True)
-    chosen = filter_frame(combined.drop(columns=["_coord"]), where)
-    for index in chosen.index:
-        row = combined.loc[index]
+        if where and data.main_ctx and main_name is not None:
+            _add_epoch_metrics(store, data, rows, main_name)
+        table.extend(rows)
+    chosen = _filter_rows(table, where) if where else range(len(table))
+    for index in chosen:
+        row = table[index]
         coord = () if levels[row["run_id"]] in ("prefix", "suffix") else tuple(row["_coord"])
         out.setdefault(row["run_id"], set()).add(coord)
     return out
@@ -417,24 +447,94 @@ def _inner_loop_names(structure: ScriptStructure, lines: Sequence[int]) -> set[s
     return names or {loop.name for loop in structure.nested if loop.name}
 
 
-def _with_epoch_metrics(
-    store: Store, data: RunData, frame: pd.DataFrame, main_name: str
-) -> pd.DataFrame:
-    """Join the values the run recorded at main-loop level, so --where can use them."""
+def _add_epoch_metrics(
+    store: Store, data: RunData, rows: list[dict[str, Any]], main_name: str
+) -> None:
+    """Add the values the run recorded at main-loop level to its rows, so --where can use them."""
     ctx_to_main = {ctx: i for i, ctx in data.main_ctx.items()}
-    rows = store.fetch(
+    found = store.fetch(
         "SELECT ctx_id, name, vtype, value_num, value_text FROM logs WHERE run = :r AND replay_id IS NULL "
         "AND ctx_id IN (SELECT ctx_id FROM loops WHERE run = :r AND parent_id = 0)",
         {"r": data.key},
     )
+    taken = {name for row in rows for name in row}
     values: dict[int, dict[str, Any]] = {}
-    for ctx_id, name, t, n, x in rows:
-        if ctx_id in ctx_to_main and name not in frame.columns:
+    for ctx_id, name, t, n, x in found:
+        if ctx_id in ctx_to_main and name not in taken:
             values.setdefault(ctx_to_main[ctx_id], {})[name] = from_cell(t, n, x)
-    if not values:
-        return frame
-    import pandas as pd
+    for row in rows:
+        row.update(values.get(row.get(main_name), {}))  # type: ignore[arg-type]
 
-    metrics = pd.DataFrame.from_dict(values, orient="index")
-    metrics.index.name = main_name
-    return frame.merge(metrics, left_on=main_name, right_index=True, how="left")
+
+# what a --where clause may do: read the rows (the same policy as retrolog.query)
+_ALLOWED_ACTIONS = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+}
+_DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
+
+
+def _authorize(action: int, _a: str | None, function: str | None, *_: str | None) -> int:
+    if action not in _ALLOWED_ACTIONS:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_FUNCTION and (function or "").lower() in _DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def _filter_rows(rows: Sequence[dict[str, Any]], where: str) -> list[int]:
+    """Indexes of ``rows`` matching an SQL WHERE clause, evaluated read-only in an in-memory
+    SQLite table typed as ``relational.filter_frame`` types a DataFrame (so the same clause selects
+    the same rows), without importing pandas."""
+    if not where.strip():
+        return list(range(len(rows)))
+    columns = list(dict.fromkeys(k for row in rows for k in row if k != "_coord"))
+    types = {c: _sql_type([row.get(c) for row in rows]) for c in columns}
+    conn = sqlite3.connect(":memory:")
+    try:
+        names = ", ".join('"' + c.replace('"', '""') + f'" {types[c]}' for c in columns)
+        conn.execute(f"CREATE TABLE frame ({names}{', ' if columns else ''}__row__ INTEGER)")
+        marks = ", ".join("?" * (len(columns) + 1))
+        conn.executemany(
+            f"INSERT INTO frame VALUES ({marks})",
+            [
+                (*(_sql_cell(row.get(c), types[c]) for c in columns), index)
+                for index, row in enumerate(rows)
+            ],
+        )
+        conn.set_authorizer(_authorize)
+        try:
+            return [r[0] for r in conn.execute(f"SELECT __row__ FROM frame WHERE {where}")]
+        except sqlite3.Error as exc:
+            from ..relational.access import QueryError
+
+            message = str(exc)
+            if "not authorized" in message:
+                message += ": queries are read-only (SELECT only; no ATTACH, PRAGMA or writes)"
+            raise QueryError(f"bad --where {where!r}: {message}") from None
+    finally:
+        conn.close()
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _sql_type(values: Sequence[Any]) -> str:
+    """The column type pandas would give these values, then ``to_sql``."""
+    present = [v for v in values if not _missing(v)]
+    if all(isinstance(v, (bool, int)) for v in present):
+        return "INTEGER" if present and len(present) == len(values) else "REAL"
+    if all(isinstance(v, (bool, int, float)) for v in present):
+        return "REAL"
+    return "TEXT"
+
+
+def _sql_cell(value: Any, sql_type: str) -> Any:
+    if _missing(value):
+        return None
+    if sql_type == "TEXT" and not isinstance(value, (int, float, str, bytes)):
+        return str(value)
+    return value
