@@ -413,4 +413,6 @@ def test_the_estimate_uses_the_server_and_past_replays(
     recorded = [first.plan.tasks[0].basis, *(t.basis for t in plan.tasks)]
     assert all(p < 1.0 for p in prefixes), recorded  # torch._dynamo's import is not counted
     assert plan.estimate_seconds > plan.planning_seconds
+    declined = replay("weight_norm", workers=2, confirm=lambda plan: False)
+    assert not declined.executed and declined.plan.tasks
     assert shutdown_servers() == 1

@@ -386,7 +386,7 @@ def server_key(interpreter: str, preload: Sequence[str], env: dict[str, str]) ->
             if name.endswith(".py"):
                 st = os.stat(os.path.join(folder, name))
                 h.update(f"{folder}/{name}:{st.st_mtime_ns}:{st.st_size}".encode())
-    return h.hexdigest()[:24]
+    return h.hexdigest()[:16]
 
 
 def _connect_persistent(
@@ -544,6 +544,8 @@ class ForkServerExecutor:
         self._start_error: BaseException | None = None
         self._key: str | None = None
         self._started: float | None = None
+        self._lock = threading.Lock()
+        self._closed = False
         self.ready_seconds: float | None = None
 
     def start(self, interpreter: str | None = None, env: dict[str, str] | None = None) -> None:
@@ -577,17 +579,37 @@ class ForkServerExecutor:
         try:
             preload = shareable_preload(self.preload) if self.persist else list(self.preload)
             self._key = server_key(interpreter, preload, env)
-            client = _ServerClient(interpreter, list(self.preload), env, persist=self.persist)
-            client.ready()
+            client = self._new_client(interpreter, env)
         except (ForkServerError, OSError) as exc:
             self._start_error = exc
             return
-        self._client = client
+        with self._lock:
+            if self._closed:  # the replay ended (declined, nothing to run) while we started
+                client.close()
+                return
+            self._client = client
         self.import_seconds = dict(client.hello.get("import_seconds", {}))
         self.reused = client.reused
         self.ready_seconds = time.monotonic() - started
         if not self.reused:
             _save_calibration(self._key, self.ready_seconds, self.import_seconds)
+
+    def _new_client(self, interpreter: str, env: dict[str, str]) -> _ServerClient:
+        """A ready server: the persistent one, or a private one when that cannot be had."""
+        if self.persist:
+            try:
+                client = _ServerClient(interpreter, list(self.preload), env, persist=True)
+                client.ready()
+                return client
+            except (ForkServerError, OSError) as exc:
+                warnings.warn(
+                    f"retrolog: no persistent fork server ({exc}); using one for this replay only",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        client = _ServerClient(interpreter, list(self.preload), env, persist=False)
+        client.ready()
+        return client
 
     def calibration(self) -> tuple[float | None, dict[str, float]]:
         """For the cost model, while a server started by ``start`` may still be importing: (seconds
@@ -610,12 +632,13 @@ class ForkServerExecutor:
         return max(float(past["ready_seconds"]) - elapsed, 0.0), dict(past["import_seconds"])
 
     def close(self) -> None:
-        """Let go of a server started by ``start`` and never used by ``run``."""
-        if self._thread is not None:
-            self._thread.join()
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Let go of a server started by ``start`` and never used by ``run`` (without waiting for
+        one still starting: it is let go of as soon as it is ready)."""
+        with self._lock:
+            self._closed = True
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def run(self, jobs: Sequence[Job], on_event: EventCallback) -> list[JobResult]:
         from .executor import JobResult, _read, _tail
@@ -702,8 +725,7 @@ class ForkServerExecutor:
         try:
             if server is None:
                 self._extra = []
-                server = _ServerClient(first.argv[0], self.preload, dict(first.env), self.persist)
-                server.ready()
+                server = self._new_client(first.argv[0], dict(first.env))
                 self.import_seconds = dict(server.hello.get("import_seconds", {}))
                 self.reused = server.reused
             server.preload(self._extra)
@@ -838,7 +860,7 @@ class _Server:
         import socket as socket_
 
         listener = socket_.socket(socket_.AF_UNIX, socket_.SOCK_STREAM)
-        staging = f"{path}.{os.getpid()}"
+        staging = f"{path}.new"  # one starter at a time (the lock); AF_UNIX paths are <= 107 bytes
         with contextlib.suppress(FileNotFoundError):
             os.unlink(staging)
         listener.bind(staging)
