@@ -336,3 +336,16 @@ def test_a_run_records_the_versions_of_the_packages_it_imported(project: Path) -
     with sqlite3.connect(project / ".retrolog" / "retrolog.db") as conn:
         (packages,) = conn.execute("SELECT packages FROM runs").fetchone()
     assert json.loads(packages) == {"numpy": numpy.__version__, "retrolog": retrolog.__version__}
+
+
+def test_journals_are_read_by_content_whatever_their_name(tmp_path: Path) -> None:
+    from retrolog.record.journal import Journal, read_events
+
+    binary = tmp_path / "task.out.jsonl"  # a binary journal under a JSON-lines name
+    journal = Journal(binary)
+    journal.append(1, [], [("x", 1.5, 0)])
+    journal.close(delete=False)
+    assert read_events(binary) == [[1, "log", 0, "x", "f", 1.5, None]]
+    text = tmp_path / "rescued.journal"  # JSON lines under a binary name
+    text.write_text('[1, "log", 0, "x", "f", 2.5, null]\n[2, "log", 0, "x"')  # torn last line
+    assert read_events(text) == [[1, "log", 0, "x", "f", 2.5, None]]

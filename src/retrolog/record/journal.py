@@ -155,12 +155,10 @@ class JournalReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._offset = 0
-        self._text = path.suffix == TEXT_SUFFIX
+        self._text = False  # decided by the file's first bytes, never by its name
 
     def read_new(self) -> list[list[Any]]:
         """Events appended since the last call, shaped."""
-        if self._text:
-            return self._read_text(self._read())
         return [ev for batch in self.read_batches() for ev in shape_batch(*batch)]
 
     def read_batches(self) -> list[Batch]:
@@ -195,8 +193,8 @@ class JournalReader:
                 data = fh.read()
         except FileNotFoundError:
             return b""
-        if self._offset == 0 and data and not data.startswith(MAGIC[:8]):
-            self._text = True
+        if self._offset == 0 and data and not MAGIC.startswith(data[: len(MAGIC)]):
+            self._text = True  # JSON lines (rescue files, earlier versions)
         return data
 
     def _read_text(self, data: bytes) -> list[list[Any]]:
