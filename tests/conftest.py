@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,3 +90,24 @@ for epoch in retrolog.loop("epoch", range(epochs)):
     retrolog.log("acc", epoch / 10)
 retrolog.log("final", "done")
 """
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_fork_servers() -> Iterator[str]:
+    """Persistent replay fork servers started by any test (directly, or by a CLI or UI replay in a
+    subprocess, which inherits the variable) live in a private folder and are stopped at the end
+    of the session, so no process outlives the tests."""
+    from retrolog.replaying.forkserver import DIR_ENV, shutdown_servers
+
+    folder = tempfile.mkdtemp(prefix="retrolog-test-forkservers-")
+    previous = os.environ.get(DIR_ENV)
+    os.environ[DIR_ENV] = folder
+    try:
+        yield folder
+    finally:
+        shutdown_servers()
+        if previous is None:
+            os.environ.pop(DIR_ENV, None)
+        else:
+            os.environ[DIR_ENV] = previous
+        shutil.rmtree(folder, ignore_errors=True)

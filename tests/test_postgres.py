@@ -411,3 +411,39 @@ def test_concurrent_ingest_of_one_run_stores_each_event_once(pg_server: Any) -> 
     finally:
         for s in stores:
             s.dispose()
+
+
+def test_concurrent_replays_of_one_run_get_distinct_seqs(pg_server: Any) -> None:
+    """Two replays storing new values on the same run at once (``store_values``) must not number
+    their rows with the same ``seq``: the run's row is locked for the transaction."""
+    from retrolog.replaying.execute import store_values
+
+    url = fresh_database(pg_server)
+    stores = [Store(url) for _ in range(4)]
+    events: list[list[Any]] = [[1, "run", {"script": "train.py", "status": "running"}]]
+    events += [[seq, "log", 0, "x", "f", float(seq), None] for seq in range(2, 12)]
+    stores[0].ingest("01REPLAYED", events)
+    (run_key,) = stores[0].fetch("SELECT id FROM runs")[0]
+    barrier = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def replay_store(index: int) -> None:
+        rows = [(0, f"new{index}", ("f", float(i), None)) for i in range(50)]
+        barrier.wait()
+        try:
+            store_values(stores[index], run_key, f"R{index}", rows)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replay_store, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert not errors, errors
+        count, distinct = stores[0].fetch("SELECT count(*), count(DISTINCT seq) FROM logs")[0]
+        assert (count, distinct) == (10 + 4 * 50, 10 + 4 * 50)
+    finally:
+        for s in stores:
+            s.dispose()

@@ -269,6 +269,9 @@ def store_values(
         return 0
     names = sorted({name for _c, name, _cell in rows})
     with store.writer.begin() as conn:
+        if store.is_postgres:  # serialise with other writers of this run (SQLite: BEGIN IMMEDIATE)
+            runs = schema.runs
+            conn.execute(select(runs.c.id).where(runs.c.id == run_key).with_for_update())
         logs = schema.logs
         existing = {
             (r.ctx_id, r.name, r.vtype, r.value_num, r.value_text)
