@@ -214,6 +214,9 @@ def test_bad_requests_get_clear_errors(project: Path) -> None:
 
     with pytest.raises(QueryError, match="bad --where"):
         replay("weight_norm", where="epoch >>> 2")
+    for hostile in ("epoch IN (SELECT load_extension('x'))", "1; DROP TABLE frame"):
+        with pytest.raises(QueryError, match="bad --where"):
+            replay("weight_norm", where=hostile, dry_run=True)
 
 
 def test_users_git_state_is_byte_identical(project: Path) -> None:

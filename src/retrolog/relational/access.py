@@ -20,6 +20,7 @@ from sqlalchemy import text
 from ..project import Project, find_project
 from ..record.journal import recover_orphans
 from ..store import Store
+from ..store.readonly import authorize_read_only
 
 _stores: dict[str, Store] = {}
 _stores_lock = threading.Lock()
@@ -58,33 +59,13 @@ def _close_stores() -> None:
             store.dispose()
 
 
-# SQLite authorizer action codes that a read-only query may use.
-_ALLOWED_ACTIONS = {
-    sqlite3.SQLITE_SELECT,
-    sqlite3.SQLITE_READ,
-    sqlite3.SQLITE_FUNCTION,
-    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
-}
-_DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
-
-
-def _authorize(
-    action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None
-) -> int:
-    if action not in _ALLOWED_ACTIONS:
-        return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _DENIED_FUNCTIONS:
-        return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
-
-
 def read_only_sqlite(path: Path | str) -> sqlite3.Connection:
     """A connection that can only read: opened ``mode=ro``, ``query_only`` and an authorizer
     that denies every action but SELECT/READ/FUNCTION (so no ATTACH, PRAGMA or writes)."""
     uri = Path(path).resolve().as_uri() + "?mode=ro"
     conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
     conn.execute("PRAGMA query_only=1")
-    conn.set_authorizer(_authorize)
+    conn.set_authorizer(authorize_read_only)
     return conn
 
 
@@ -211,7 +192,7 @@ def filter_frame(frame: pd.DataFrame, where: str) -> pd.DataFrame:
                 copy[column] = copy[column].map(_sql_scalar)
         copy["__row__"] = range(len(copy))
         copy.to_sql("frame", conn, index=False)
-        conn.set_authorizer(_authorize)
+        conn.set_authorizer(authorize_read_only)
         try:
             rows = [r[0] for r in conn.execute(f"SELECT __row__ FROM frame WHERE {where}")]
         except sqlite3.Error as exc:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .._ids import new_run_id
 from ..project import Project
 from ..record.values import from_cell
+from ..store.readonly import authorize_read_only
 from ..versions import GitError, GitRepo
 from .analysis import (
     ScriptStructure,
@@ -466,24 +467,6 @@ def _add_epoch_metrics(
         row.update(values.get(row.get(main_name), {}))  # type: ignore[arg-type]
 
 
-# what a --where clause may do: read the rows (the same policy as retrolog.query)
-_ALLOWED_ACTIONS = {
-    sqlite3.SQLITE_SELECT,
-    sqlite3.SQLITE_READ,
-    sqlite3.SQLITE_FUNCTION,
-    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
-}
-_DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
-
-
-def _authorize(action: int, _a: str | None, function: str | None, *_: str | None) -> int:
-    if action not in _ALLOWED_ACTIONS:
-        return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_FUNCTION and (function or "").lower() in _DENIED_FUNCTIONS:
-        return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
-
-
 def _filter_rows(rows: Sequence[dict[str, Any]], where: str) -> list[int]:
     """Indexes of ``rows`` matching an SQL WHERE clause, evaluated read-only in an in-memory
     SQLite table typed as ``relational.filter_frame`` types a DataFrame (so the same clause selects
@@ -504,7 +487,7 @@ def _filter_rows(rows: Sequence[dict[str, Any]], where: str) -> list[int]:
                 for index, row in enumerate(rows)
             ],
         )
-        conn.set_authorizer(_authorize)
+        conn.set_authorizer(authorize_read_only)
         try:
             return [r[0] for r in conn.execute(f"SELECT __row__ FROM frame WHERE {where}")]
         except sqlite3.Error as exc:
