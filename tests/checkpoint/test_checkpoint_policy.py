@@ -118,3 +118,19 @@ def test_invalid_arguments() -> None:
     with pytest.raises(ValueError):
         CheckpointPolicy().should_save(-1.0)
     assert "k=1" in repr(CheckpointPolicy())
+
+
+def test_writer_time_is_charged_up_to_four_times_its_cpu() -> None:
+    from retrolog.checkpoint.policy import background_charge
+
+    assert background_charge(0.030, 0.010) == pytest.approx(0.030)  # mostly CPU: all of it
+    assert background_charge(0.200, 0.010) == pytest.approx(0.040)  # waiting for a core or fsync
+    assert background_charge(0.050, 0.0) == pytest.approx(0.050)  # CPU time not measured
+    # with the cap, a loaded machine's 10 ms-of-CPU saves fit a 5% budget of 1 s iterations
+    policy = CheckpointPolicy(budget=0.05)
+    saved = 0
+    for _ in range(20):
+        if policy.should_save(1.0):
+            saved += 1
+            policy.record_save(0.002, background_charge(0.200, 0.010))
+    assert saved == 20 and policy.overhead <= 0.05

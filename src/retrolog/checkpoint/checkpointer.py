@@ -12,7 +12,7 @@ from typing import Any
 from retrolog.checkpoint.capture import capture
 from retrolog.checkpoint.errors import CaptureError
 from retrolog.checkpoint.format import Manifest
-from retrolog.checkpoint.policy import CheckpointPolicy
+from retrolog.checkpoint.policy import CheckpointPolicy, background_charge
 from retrolog.checkpoint.writer import CheckpointWriter
 from retrolog.objects.store import ObjectStore
 
@@ -95,7 +95,8 @@ class Checkpointer:
         # Runs on the writer thread: only append; the policy is updated on the training thread.
         seconds = 0.0
         if not future.cancelled() and future.exception() is None:
-            seconds = future.result().stats.write_seconds
+            stats = future.result().stats
+            seconds = background_charge(stats.write_seconds, stats.write_cpu_seconds)
         self._finished.append(seconds)
 
     def _drain(self) -> None:

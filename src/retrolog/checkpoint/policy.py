@@ -9,7 +9,8 @@ state, and is reported.
 
 What is charged for a save: all of its training-thread time (capture, i.e. the device-to-host
 copy, plus any wait for a free slot in the writer queue) plus ``background_weight`` times the
-writer thread's wall time (serialise, hash, write, fsync). The writer runs concurrently; it slows
+writer thread's wall time (serialise, hash, write, fsync), capped at 4x the writer's CPU time
+(``background_charge``). The writer runs concurrently; it slows
 training only through contention (cores, GIL, memory bandwidth, the kernel's writeback work),
 not second for second. Wall time rather than the writer's CPU time because thread CPU time
 misses the kernel's writeback work. On our shared 2-core VM (``docs/checkpoints.md``), saving
@@ -28,6 +29,18 @@ import math
 from collections import deque
 
 _NEVER = 2**31 - 1
+CPU_SLOWDOWN_BOUND = 4.0  # measured: a background save slowed training by <= 4x its CPU time
+
+
+def background_charge(write_seconds: float, write_cpu_seconds: float) -> float:
+    """The writer time a save is charged for, before ``background_weight``: its wall time, but at
+    most ``CPU_SLOWDOWN_BOUND`` x its CPU time. On a busy machine the writer's wall time grows
+    with the time it waits for a core or for fsync, which slows training not at all; the bound
+    is the worst slowdown per CPU second measured (docs/checkpoints.md). Without a CPU time
+    (0: not measured), the wall time."""
+    if write_cpu_seconds <= 0:
+        return write_seconds
+    return min(write_seconds, CPU_SLOWDOWN_BOUND * write_cpu_seconds)
 
 
 class CheckpointPolicy:
