@@ -153,6 +153,7 @@ def _replay(
     forked = executor is None or isinstance(executor, ForkServerExecutor)
     server_seconds: float | None = None
     lazy = 0.0
+    imports_now: float | None = None
     if isinstance(executor, ForkServerExecutor):
         server_seconds, imported = executor.calibration()
         if server_seconds is None and not dry_run:
@@ -162,6 +163,7 @@ def _replay(
             server_seconds, imported = executor.calibration()
         top_level = set(_likely_imports(proj, names, script))
         lazy = sum(s for m, s in imported.items() if m not in top_level)
+        imports_now = sum(s for m, s in imported.items() if m in top_level) or None
     plan, runs, versions = build_plan(
         proj,
         store,
@@ -173,6 +175,7 @@ def _replay(
         server_seconds=server_seconds,
         preloaded_lazy=lazy,
         cores=_cores(),
+        imports_now=imports_now,
     )
     if isinstance(executor, ForkServerExecutor) and server_seconds is not None:
         remaining, _ = executor.calibration()  # planning took some of the server's start

@@ -164,11 +164,28 @@ def split_contiguous(values: list[int], parts: int) -> list[list[int]]:
     return [values[i : i + size] for i in range(0, len(values), size)]
 
 
+PACE_BOUNDS = (1 / 3, 2.0)
+
+
+def pace(imports_now: float | None, startups: list[float]) -> float:
+    """How long recorded work takes now, relative to when it was recorded: the fork server's
+    import of the script's top-level modules now over the median recorded start-up (interpreter
+    start and the same imports). Runs recorded on a loaded machine are replayed faster on a quiet
+    one, and the other way round; bounded, and 1.0 without both measurements. The median keeps
+    one run recorded with a cold page cache from setting the pace."""
+    measured = sorted(t for t in startups if t > 0.2)
+    if imports_now is None or imports_now <= 0.05 or not measured:
+        return 1.0
+    ratio = imports_now / measured[len(measured) // 2]
+    return min(max(ratio, PACE_BOUNDS[0]), PACE_BOUNDS[1])
+
+
 class CostModel:
     """Seconds a task will take, from the run's recorded timings and checkpoint sizes."""
 
     def __init__(self, load_speed: float, forked: bool = True, preloaded_lazy: float = 0.0) -> None:
         self.load_speed = load_speed
+        self.pace = 1.0  # recorded seconds -> seconds now (see ``pace``)
         self.forked = forked  # tasks fork from a server that already imported the script's modules
         # seconds of imports the recorded prefix paid lazily (torch.optim -> torch._dynamo) that
         # the fork server has already done: measured by the server, or by the last one like it
@@ -181,11 +198,11 @@ class CostModel:
         self, timings: RunTimings, index: int, skippable: dict[str, int], reexecute: set[str]
     ) -> float:
         """An iteration whose nested loops are skipped where a checkpoint exists."""
-        seconds = timings.iterations.get(index, 0.0)
+        seconds = timings.iterations.get(index, 0.0) * self.pace
         for loop, loop_seconds in timings.nested.get(index, {}).items():
             if loop in reexecute or loop not in skippable:
                 continue
-            seconds += self.restore(skippable[loop]) - loop_seconds
+            seconds += self.restore(skippable[loop]) - loop_seconds * self.pace
         return max(seconds, 0.0)
 
     def task(
@@ -200,20 +217,22 @@ class CostModel:
         skip_main_loop: bool,
     ) -> tuple[float, str]:
         """(seconds, basis) for one task."""
+        pace = self.pace
         if level == "full":
-            return timings.total, "the recorded run's duration (whole script re-executed)"
+            return timings.total * pace, "the recorded run's duration (whole script re-executed)"
         if self.forked:
-            work = max(timings.prefix - timings.startup - self.preloaded_lazy, 0.0)
+            work = max(timings.prefix - timings.startup - self.preloaded_lazy, 0.0) * pace
             seconds = work + FORK_SECONDS
         else:
-            seconds = max(timings.prefix, 0.0)
+            seconds = max(timings.prefix, 0.0) * pace
         parts = [f"prefix {seconds:.2f}s" + (" (imports preloaded)" if self.forked else "")]
         if level == "prefix":
             return seconds, parts[0]
         if level == "suffix" and skip_main_loop and main_exit_bytes is not None:
             restore = self.restore(main_exit_bytes)
-            parts += [f"restore main loop exit {restore:.2f}s", f"suffix {timings.suffix:.2f}s"]
-            return seconds + restore + timings.suffix, " + ".join(parts)
+            suffix = timings.suffix * pace
+            parts += [f"restore main loop exit {restore:.2f}s", f"suffix {suffix:.2f}s"]
+            return seconds + restore + suffix, " + ".join(parts)
         iterations = sorted(timings.iterations)
         if last_iteration is not None:
             iterations = [i for i in iterations if i <= last_iteration]
@@ -221,7 +240,7 @@ class CostModel:
         outer = full_time = 0.0
         for index in iterations:
             if index in full:
-                full_time += timings.iterations.get(index, 0.0)
+                full_time += timings.iterations.get(index, 0.0) * pace
             else:
                 outer += self.outer_iteration(timings, index, checkpoints.get(index, {}), reexecute)
         seconds += outer + full_time
@@ -229,6 +248,8 @@ class CostModel:
         if full:
             parts.append(f"{len(full)} iterations re-executed {full_time:.2f}s")
         if level == "suffix":
-            seconds += timings.suffix
-            parts.append(f"suffix {timings.suffix:.2f}s")
+            seconds += timings.suffix * pace
+            parts.append(f"suffix {timings.suffix * pace:.2f}s")
+        if pace != 1.0:
+            parts.append(f"recorded times x{pace:.2f} (this machine's pace now)")
         return seconds, " + ".join(parts)

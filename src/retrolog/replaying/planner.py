@@ -30,6 +30,7 @@ from .plan import (
     RunTimings,
     TaskPlan,
     combine_levels,
+    pace,
     split_contiguous,
 )
 
@@ -181,11 +182,14 @@ def build_plan(
     server_seconds: float | None = None,
     preloaded_lazy: float = 0.0,
     cores: int = 0,
+    imports_now: float | None = None,
 ) -> tuple[Plan, dict[str, RunData], dict[str, VersionScript]]:
     """Plan a replay of the statements logging ``names`` in today's script. ``server_seconds``:
     what is left of the fork server's start (None: as long as the slowest run's recorded start-up);
     ``preloaded_lazy``: seconds of the prefix's lazy imports the server has done; ``cores``: CPU
-    cores the tasks share (0: one per worker)."""
+    cores the tasks share (0: one per worker); ``imports_now``: seconds the fork server took to
+    import the script's top-level modules, against which the recorded start-ups give the pace
+    of this machine now relative to when the runs were recorded (``plan.pace``)."""
     names = list(dict.fromkeys(names))
     if not names:
         raise ReplayError("name at least one logged value to replay")
@@ -245,6 +249,7 @@ def build_plan(
         if not plan.skipped and not selected.get(plan.run_id):
             plan.skipped = NOT_SELECTED
     n_selected = sum(1 for p in plans if not p.skipped)
+    model.pace = pace(imports_now, [runs[p.run_id].timings.startup for p in plans if not p.skipped])
     task_id = 0
     for plan in plans:
         if plan.skipped:
