@@ -79,6 +79,11 @@ def main() -> None:
     retrolog = str(BIN / "retrolog")
     run(retrolog, "replay", "weight_norm", "--yes", "--workers", "2")
     run(retrolog, "replay", "grad_norm", "--where", "lr > 3e-3 AND epoch = 5 AND step < 4", "--yes")
+    # The second replay reused the fork server the first one started (torch already imported);
+    # a demo should not leave it waiting for more replays, so stop it.
+    from retrolog.replaying.forkserver import shutdown_servers
+
+    shutdown_servers()
 
     os.chdir(DEMO)
     import pandas as pd
