@@ -132,7 +132,7 @@ class ReplaySession(RunSession):
                 f"main loop {name!r}: re-executed (its exit checkpoint is unavailable)"
             )
         total = spec.last_iteration + 1 if spec.last_iteration is not None else None
-        inner = self._iterate(name, iterable, is_main=True)
+        inner = self._iterate_main(name, iterable)
         try:
             for item in inner:
                 self._progress(self.main_index, total)

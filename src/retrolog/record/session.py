@@ -77,6 +77,7 @@ class RunSession:
         self._seq = 0
         self._unstored: list[Batch] = []  # flushed batches not yet in the store (raw)
         self._follower: Follower | None = None  # ingestion handed to a helper process
+        self._delegate_events = _delegate_threshold()
         self._store: Any = None  # Store or LiteWriter: both have ingest() and dispose()
         self._flush_lock = threading.Lock()
         self._journal: Journal | None = None
@@ -143,16 +144,13 @@ class RunSession:
         is_main = self.depth == 0 and not self.main_loop_started
         if is_main:
             self._start_main_loop()
-            return self._iterate(name, iterable, True)
+            return self._iterate_main(name, iterable)
         return self._iterate_nested(name, iterable, self.ctx, self.depth)
 
-    def _iterate(
-        self, name: str, iterable: Iterable[Any], is_main: bool
-    ) -> Generator[Any, None, None]:
-        """The main loop (or, from a replay, any loop): per-iteration timings and progress."""
+    def _iterate_main(self, name: str, iterable: Iterable[Any]) -> Generator[Any, None, None]:
+        """The main loop: per-iteration timings, the progress bar, the main-loop exit checkpoint."""
         parent, depth = self.ctx, self.depth
-        if is_main:
-            iterable = _maybe_progress(name, iterable)
+        iterable = _maybe_progress(name, iterable)
         loop_start = time.perf_counter()
         count = 0
         completed = False
@@ -160,36 +158,31 @@ class RunSession:
             for index, item in enumerate(iterable):
                 cid = self.new_context(name, index, item)
                 self.ctx, self.depth = cid, depth + 1
-                if is_main:
-                    self.main_index = index
+                self.main_index = index
                 iter_start = time.perf_counter()
                 yield item
                 self.ctx, self.depth = parent, depth
                 count = index + 1
-                if is_main:
-                    self.events.append(
-                        (
-                            "timing",
-                            "iteration",
-                            name,
-                            cid,
-                            index,
-                            time.perf_counter() - iter_start,
-                            None,
-                        )
+                self.events.append(
+                    (
+                        "timing",
+                        "iteration",
+                        name,
+                        cid,
+                        index,
+                        time.perf_counter() - iter_start,
+                        None,
                     )
+                )
             completed = True
         finally:
             self.ctx, self.depth = parent, depth
             elapsed = time.perf_counter() - loop_start
-            if is_main:
-                self._main_loop_end = time.perf_counter()
-                self.events.append(("timing", "main", name, parent, None, elapsed, count))
-            elif depth >= 1:
-                self.events.append(("timing", "nested", name, parent, None, elapsed, count))
+            self._main_loop_end = time.perf_counter()
+            self.events.append(("timing", "main", name, parent, None, elapsed, count))
             # Only a loop that ran to its end is a restorable exit (a break or an exception is not).
-            if completed and self.checkpoint_objects and (is_main or depth == 1):
-                self._loop_exited(name, parent, is_main)
+            if completed and self.checkpoint_objects:
+                self._loop_exited(name, parent, True)
 
     def _iterate_nested(
         self, name: str, iterable: Iterable[Any], parent: int, depth: int
@@ -434,7 +427,7 @@ class RunSession:
                 if (
                     not following
                     and self._journal is not None
-                    and batch_size(batch) >= _delegate_threshold()
+                    and batch_size(batch) >= self._delegate_events
                     and self._stores_to_project()
                 ):
                     self._start_following()

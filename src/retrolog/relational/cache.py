@@ -170,22 +170,9 @@ class FrameCache:
             return False  # ids beyond the packed ranges: the caller takes the general path
         if len(rows) == 0:
             return True
-        run_of = rows["k"] >> 32
-        order = np.argsort(run_of, kind="stable")
-        rows, run_of = rows[order], run_of[order]
-        bounds = np.flatnonzero(np.r_[True, run_of[1:] != run_of[:-1], True])
         self.conn.executemany(
             "INSERT OR REPLACE INTO log_arrays (name, run, k, m, v) VALUES (?, ?, ?, ?, ?)",
-            (
-                (
-                    name,
-                    int(run_of[a]),
-                    rows["k"][a:b].tobytes(),
-                    rows["m"][a:b].tobytes(),
-                    rows["v"][a:b].tobytes(),
-                )
-                for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-            ),
+            ((name, run, *_column_bytes(part)) for run, part in _per_run(rows)),
         )
         return True
 
@@ -260,28 +247,30 @@ class FrameCache:
     def _store_loops(self, rows: np.ndarray, local: list[str]) -> None:
         if len(rows) == 0 or bool((rows["k"] < 0).any()) or bool((rows["p"] < 0).any()):
             return
-        run_of = rows["k"] >> 32
-        order = np.argsort(run_of, kind="stable")
-        rows, run_of = rows[order], run_of[order]
-        bounds = np.flatnonzero(np.r_[True, run_of[1:] != run_of[:-1], True])
         encoded = json.dumps(local)
         self.conn.executemany(
             "INSERT OR REPLACE INTO loop_arrays (run, names, k, p, i) VALUES (?, ?, ?, ?, ?)",
-            (
-                (
-                    int(run_of[a]),
-                    encoded,
-                    rows["k"][a:b].tobytes(),
-                    rows["p"][a:b].tobytes(),
-                    rows["i"][a:b].tobytes(),
-                )
-                for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-            ),
+            ((run, encoded, *_column_bytes(part)) for run, part in _per_run(rows)),
         )
 
     def _fetch(self, sql: str, params: list[Any], dtype: np.dtype) -> np.ndarray:
         self.cur.execute(sql, params)
         return np.fromiter(self.cur, dtype=dtype)
+
+
+def _per_run(rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """``rows`` (non-empty, ``k`` = run << 32 | ctx) split by run, each part in its fetch order."""
+    run_of = rows["k"] >> 32
+    order = np.argsort(run_of, kind="stable")
+    rows, run_of = rows[order], run_of[order]
+    bounds = np.flatnonzero(np.r_[True, run_of[1:] != run_of[:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        yield int(run_of[a]), rows[a:b]
+
+
+def _column_bytes(rows: np.ndarray) -> list[bytes]:
+    """The raw bytes of each field of a structured array, in field order (``_rows`` inverts it)."""
+    return [rows[field].tobytes() for field in rows.dtype.names or ()]
 
 
 def _rows(dtype: np.dtype, *columns: bytes) -> np.ndarray:
