@@ -115,6 +115,27 @@ def test_replaying_again_stores_nothing_twice(project: Path) -> None:
     assert list(provenance["replay_id"]) == [first.replay_id]
 
 
+def test_the_replay_coordinator_imports_neither_sqlalchemy_nor_pandas_nor_numpy(
+    project: Path,
+) -> None:
+    """A replay from a fresh process over an existing SQLite store plans, runs and stores with the
+    standard library (the fork server and its tasks import torch): its fixed cost stays small."""
+    write_script(project, with_statements(TRAIN, "weight_norm"))
+    (project / "coordinate.py").write_text(
+        "import sys\n"
+        "from retrolog.replaying import replay\n"
+        "report = replay('weight_norm', where='epoch >= 2', workers=2)\n"
+        "print('stored', report.stored)\n"
+        "print('imported', sorted(m for m in ('sqlalchemy', 'pandas', 'numpy', 'torch')"
+        " if m in sys.modules))\n"
+    )
+    out = run_python(project, "coordinate.py").stdout
+    assert "stored 4" in out
+    assert "imported []" in out
+    frame = retrolog.dataframe("weight_norm")
+    assert frame["weight_norm"].notna().sum() == 4
+
+
 def test_outer_and_inner_together(project: Path, reference: dict[str, pd.DataFrame]) -> None:
     write_script(project, with_statements(TRAIN, "weight_norm", "grad_norm"))
     report = replay(["weight_norm", "grad_norm"], workers=2)

@@ -85,7 +85,7 @@ def follow(journal: Path, db_url: str, run_id: str, parent_pid: int) -> int:
     thread by up to ~1.6x, so the backlog is mostly stored once the run ends (the parent then
     closes the follower's stdin and waits) or dies.
     """
-    from ..store.ingest import open_writer
+    from ..store.lite import open_db
     from .journal import JournalReader, shape_batch
 
     with contextlib.suppress(OSError, AttributeError):
@@ -108,7 +108,7 @@ def follow(journal: Path, db_url: str, run_id: str, parent_pid: int) -> int:
         for attempt in range(1, 6):
             try:
                 if writer is None:
-                    writer = open_writer(db_url)
+                    writer = open_db(db_url)
                 started = time.perf_counter()
                 writer.ingest(run_id, events)
                 if not hurry.is_set() and duty < 1.0:

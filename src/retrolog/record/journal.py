@@ -36,7 +36,7 @@ except ImportError:  # pragma: no cover - Windows: no crash detection through lo
     fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from ..store.lite import Database
 
 SUFFIX = ".journal"
 TEXT_SUFFIX = ".jsonl"  # rescue files and journals of earlier versions: one JSON event per line
@@ -218,7 +218,7 @@ def read_events(path: Path) -> list[list[Any]]:
     return JournalReader(path).read_new()
 
 
-def recover_orphans(journal_dir: Path, store: Store) -> list[str]:
+def recover_orphans(journal_dir: Path, store: Database) -> list[str]:
     """Ingest journals whose process is gone; return the run ids recovered."""
     recovered: list[str] = []
     if not journal_dir.is_dir():
@@ -254,7 +254,7 @@ def recover_orphans(journal_dir: Path, store: Store) -> list[str]:
     return recovered
 
 
-def _close_vanished_runs(journal_dir: Path, store: Store) -> None:
+def _close_vanished_runs(journal_dir: Path, store: Database) -> None:
     """Runs marked running on this host whose process and journal are both gone crashed early."""
     host = socket.gethostname()
     for run_id, run_host, pid in store.running_runs():

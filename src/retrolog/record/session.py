@@ -78,7 +78,7 @@ class RunSession:
         self._unstored: list[Batch] = []  # flushed batches not yet in the store (raw)
         self._follower: Follower | None = None  # ingestion handed to a helper process
         self._delegate_events = _delegate_threshold()
-        self._store: Any = None  # Store or LiteWriter: both have ingest() and dispose()
+        self._store: Any = None  # LiteStore or Store (store.lite.Database)
         self._flush_lock = threading.Lock()
         self._journal: Journal | None = None
         self._broken_journal: Journal | None = None
@@ -465,9 +465,9 @@ class RunSession:
                 return
             try:
                 if self._store is None:
-                    from ..store.ingest import open_writer
+                    from ..store.lite import open_db
 
-                    self._store = open_writer(self.project.db_url)
+                    self._store = open_db(self.project.db_url)
                 events = [ev for batch in self._unstored[:count] for ev in shape_batch(*batch)]
                 self._store.ingest(self.run_id, events)
                 del self._unstored[:count]

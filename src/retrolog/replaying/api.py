@@ -16,11 +16,12 @@ from .forkserver import ForkServerExecutor, script_imports
 from .plan import Plan, ReplayError
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from ..store.lite import Database
     from .execute import RunResult
 
-# pandas and SQLAlchemy (planning, storing) are imported inside ``replay``, after the fork server
-# has been started: its imports (torch, ...) and ours then overlap on a machine with 2+ cores.
+# Planning and storing are imported inside ``replay``, after the fork server has been started: its
+# imports (torch, ...) and ours then overlap on a machine with 2+ cores. Neither imports pandas,
+# nor SQLAlchemy for a SQLite store (``store.lite``).
 
 
 @dataclass
@@ -112,9 +113,12 @@ def replay(
         # start the fork server now, on today's script's imports: it imports while we plan
         early = ForkServerExecutor(workers, preload=_likely_imports(proj, names, script))
         early.start(sys.executable, task_environment())
+    store: Database | None = None
     try:
+        store = _open_store(proj)
         return _replay(
             proj,
+            store,
             names,
             where,
             workers,
@@ -130,10 +134,13 @@ def replay(
     finally:
         if early is not None:
             early.close()  # a no-op once the tasks ran; otherwise the server session ends
+        if store is not None:
+            store.dispose()
 
 
 def _replay(
     proj: Project,
+    store: Database,
     names: Sequence[str],
     where: str | None,
     workers: int,
@@ -149,7 +156,6 @@ def _replay(
     from .execute import RunResult, run_plan
     from .planner import NOT_SELECTED, build_plan
 
-    store = _open_store(proj)
     forked = executor is None or isinstance(executor, ForkServerExecutor)
     server_seconds: float | None = None
     lazy = 0.0
@@ -215,17 +221,13 @@ def _replay(
     return report
 
 
-def _open_store(proj: Project) -> Store:
-    """``relational.access.open_store`` when it is loaded; else the same without importing pandas
-    (the relational package does) for a replay that needs no ``where`` filter."""
-    if "retrolog.relational.access" in sys.modules:
-        from ..relational.access import open_store
-
-        return open_store(proj)
+def _open_store(proj: Project) -> Database:
+    """The project's store without SQLAlchemy when it is SQLite (``store.lite``), with runs whose
+    process died recovered first (as ``relational.access.open_store`` does, without pandas)."""
     from ..record.journal import recover_orphans
-    from ..store import Store
+    from ..store.lite import open_db
 
-    store = Store(proj.db_url)
+    store = open_db(proj.db_url)
     recover_orphans(proj.journal_dir, store)
     return store
 

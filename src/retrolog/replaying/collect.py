@@ -10,7 +10,7 @@ from typing import Any
 
 from ..record.journal import read_events
 from ..record.values import from_cell
-from ..store import Store
+from ..store.lite import Database
 from .planner import RunData
 
 Cell = tuple[str, float | None, str | None]
@@ -78,7 +78,7 @@ def same_value(recorded: Any, replayed: Any, tolerance: float) -> tuple[bool, fl
 
 
 def compare_and_pick(
-    store: Store,
+    store: Database,
     data: RunData,
     outputs: Sequence[TaskOutput],
     new_names: set[str],
@@ -128,7 +128,9 @@ def compare_and_pick(
     return fidelity, [(ctx, name, cell) for (ctx, name, _o), cell in new_rows.items()]
 
 
-def _recorded(store: Store, run_key: int, names: Iterable[str]) -> dict[tuple[int, str], list[Any]]:
+def _recorded(
+    store: Database, run_key: int, names: Iterable[str]
+) -> dict[tuple[int, str], list[Any]]:
     names = sorted(names)
     out: dict[tuple[int, str], list[Any]] = {}
     for start in range(0, len(names), 200):

@@ -13,12 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select, update
-
 from ..project import Project
 from ..record.journal import SUFFIX as JOURNAL_SUFFIX
 from ..record.replay_session import REPLAY_ENV, TaskSpec
-from ..store import Store, schema
+from ..store.lite import Database, insert_rows, update_rows
 from ..versions import GitRepo
 from .collect import Fidelity, TaskOutput, compare_and_pick, read_output
 from .executor import Executor, Job, JobResult
@@ -68,7 +66,7 @@ def _link_untracked(source: Path, target: Path) -> None:
 
 def run_plan(
     project: Project,
-    store: Store,
+    store: Database,
     plan: Plan,
     runs: dict[str, RunData],
     versions: dict[str, VersionScript],
@@ -117,24 +115,30 @@ def run_plan(
             )
         seconds = time.time() - started
         failed = any(not r.ok for r in results)
-        with store.writer.begin() as conn:
-            conn.execute(
-                update(schema.replays)
-                .where(schema.replays.c.replay_id == plan.replay_id)
-                .values(
-                    status="failed" if failed else "finished",
-                    finished=time.time(),
-                    actual_seconds=seconds,
-                    error="some tasks failed; see replay_tasks.log" if failed else None,
-                )
+        with store.transaction() as tx:
+            update_rows(
+                tx,
+                "replays",
+                {
+                    "status": "failed" if failed else "finished",
+                    "finished": time.time(),
+                    "actual_seconds": seconds,
+                    "error": "some tasks failed; see replay_tasks.log" if failed else None,
+                },
+                {"replay_id": plan.replay_id},
             )
         return outcomes, results, seconds
     except BaseException as exc:
-        with store.writer.begin() as conn:
-            conn.execute(
-                update(schema.replays)
-                .where(schema.replays.c.replay_id == plan.replay_id)
-                .values(status="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}")
+        with store.transaction() as tx:
+            update_rows(
+                tx,
+                "replays",
+                {
+                    "status": "failed",
+                    "finished": time.time(),
+                    "error": f"{type(exc).__name__}: {exc}",
+                },
+                {"replay_id": plan.replay_id},
             )
         raise
     finally:
@@ -193,7 +197,7 @@ def _job(
 
 
 def _collect_run(
-    store: Store,
+    store: Database,
     plan: Plan,
     run_plan: RunPlan,
     data: RunData | None,
@@ -261,29 +265,28 @@ def _selector(
 
 
 def store_values(
-    store: Store, run_key: int, replay_id: str, rows: list[tuple[int, str, Any]]
+    store: Database, run_key: int, replay_id: str, rows: list[tuple[int, str, Any]]
 ) -> int:
     """Insert new values against the original run and coordinates; identical rows are skipped, so
     replaying the same statement again stores nothing twice. Recorded rows are never touched."""
     if not rows:
         return 0
     names = sorted({name for _c, name, _cell in rows})
-    with store.writer.begin() as conn:
+    binds = {f"n{i}": name for i, name in enumerate(names)}
+    with store.transaction() as tx:
         if store.is_postgres:  # serialise with other writers of this run (SQLite: BEGIN IMMEDIATE)
-            runs = schema.runs
-            conn.execute(select(runs.c.id).where(runs.c.id == run_key).with_for_update())
-        logs = schema.logs
-        existing = {
-            (r.ctx_id, r.name, r.vtype, r.value_num, r.value_text)
-            for r in conn.execute(
-                select(
-                    logs.c.ctx_id, logs.c.name, logs.c.vtype, logs.c.value_num, logs.c.value_text
-                ).where(logs.c.run == run_key, logs.c.name.in_(names))
+            tx.fetch("SELECT id FROM runs WHERE id = :r FOR UPDATE", {"r": run_key})
+        existing = set(
+            map(
+                tuple,
+                tx.fetch(
+                    "SELECT ctx_id, name, vtype, value_num, value_text FROM logs "
+                    f"WHERE run = :r AND name IN ({', '.join(':' + b for b in binds)})",
+                    {"r": run_key, **binds},
+                ),
             )
-        }
-        top = conn.execute(
-            select(logs.c.seq).where(logs.c.run == run_key).order_by(logs.c.seq.desc()).limit(1)
-        ).scalar()
+        )
+        top = tx.fetch("SELECT max(seq) FROM logs WHERE run = :r", {"r": run_key})[0][0]
         seq = int(top or 0)
         fresh = []
         for ctx, name, (vtype, num, text) in rows:
@@ -302,73 +305,78 @@ def store_values(
                     "replay_id": replay_id,
                 }
             )
-        if fresh:
-            conn.execute(insert(logs), fresh)
+        insert_rows(tx, "logs", fresh)
     return len(fresh)
 
 
-def _record_plan(store: Store, plan: Plan, versions: dict[str, VersionScript]) -> None:
-    with store.writer.begin() as conn:
-        conn.execute(
-            insert(schema.replays).values(
-                replay_id=plan.replay_id,
-                created=time.time(),
-                status="running",
-                names=json.dumps(plan.names),
-                statements="\n".join(plan.statements),
-                script=plan.script,
-                where_clause=plan.where,
-                workers=plan.workers,
-                plan=plan.to_json(),
-                estimate_seconds=plan.estimate_seconds,
-            )
+def _record_plan(store: Database, plan: Plan, versions: dict[str, VersionScript]) -> None:
+    with store.transaction() as tx:
+        insert_rows(
+            tx,
+            "replays",
+            [
+                {
+                    "replay_id": plan.replay_id,
+                    "created": time.time(),
+                    "status": "running",
+                    "names": json.dumps(plan.names),
+                    "statements": "\n".join(plan.statements),
+                    "script": plan.script,
+                    "where_clause": plan.where,
+                    "workers": plan.workers,
+                    "plan": plan.to_json(),
+                    "estimate_seconds": plan.estimate_seconds,
+                }
+            ],
         )
-        if plan.tasks:
-            conn.execute(
-                insert(schema.replay_tasks),
-                [
-                    {
-                        "replay_id": plan.replay_id,
-                        "task_id": t.task_id,
-                        "run_id": t.run_id,
-                        "version": t.version,
-                        "level": t.level,
-                        "iterations": json.dumps(
-                            t.full_iterations
-                            or ([0, t.last_iteration] if t.last_iteration is not None else None)
-                        ),
-                        "status": "pending",
-                        "attempts": 0,
-                        "progress": 0.0,
-                        "estimate_seconds": t.estimate_seconds,
-                    }
-                    for t in plan.tasks
-                ],
-            )
+        insert_rows(
+            tx,
+            "replay_tasks",
+            [
+                {
+                    "replay_id": plan.replay_id,
+                    "task_id": t.task_id,
+                    "run_id": t.run_id,
+                    "version": t.version,
+                    "level": t.level,
+                    "iterations": json.dumps(
+                        t.full_iterations
+                        or ([0, t.last_iteration] if t.last_iteration is not None else None)
+                    ),
+                    "status": "pending",
+                    "attempts": 0,
+                    "progress": 0.0,
+                    "estimate_seconds": t.estimate_seconds,
+                }
+                for t in plan.tasks
+            ],
+        )
+        propagations = []
         for version, vs in versions.items():
             placement = (vs.propagation or {}).get("placements") or []
             first = placement[0] if placement else {}
-            conn.execute(
-                insert(schema.propagations).values(
-                    replay_id=plan.replay_id,
-                    version=version,
-                    script=plan.script,
-                    line=first.get("line")
+            propagations.append(
+                {
+                    "replay_id": plan.replay_id,
+                    "version": version,
+                    "script": plan.script,
+                    "line": first.get("line")
                     if vs.propagation
                     else (vs.lines[0] if vs.lines else None),
-                    scope=json.dumps(first.get("scope")) if first else None,
-                    renames=json.dumps((vs.propagation or {}).get("renames") or {}),
-                    confidence=(vs.propagation or {}).get("confidence", 1.0)
+                    "scope": json.dumps(first.get("scope")) if first else None,
+                    "renames": json.dumps((vs.propagation or {}).get("renames") or {}),
+                    "confidence": (vs.propagation or {}).get("confidence", 1.0)
                     if vs.propagation
                     else 1.0,
-                    refused=vs.refused,
-                    inserted="\n".join(plan.statements),
-                )
+                    "refused": vs.refused,
+                    "inserted": "\n".join(plan.statements),
+                }
             )
+        insert_rows(tx, "propagations", propagations)
 
 
 def _update_task(
-    store: Store, replay_id: str, task_id: int, kind: str, info: dict[str, Any]
+    store: Database, replay_id: str, task_id: int, kind: str, info: dict[str, Any]
 ) -> None:
     values: dict[str, Any] = {}
     if kind == "started":
@@ -383,52 +391,47 @@ def _update_task(
     elif kind == "retry":
         values = {"status": "retrying", "log": str(info.get("log", ""))[-8000:]}
     if values:
-        with store.writer.begin() as conn:
-            conn.execute(
-                update(schema.replay_tasks)
-                .where(
-                    schema.replay_tasks.c.replay_id == replay_id,
-                    schema.replay_tasks.c.task_id == task_id,
-                )
-                .values(**values)
-            )
+        with store.transaction() as tx:
+            update_rows(tx, "replay_tasks", values, {"replay_id": replay_id, "task_id": task_id})
 
 
-def _finish_task(store: Store, replay_id: str, task: TaskPlan, result: JobResult) -> None:
-    with store.writer.begin() as conn:
-        conn.execute(
-            update(schema.replay_tasks)
-            .where(
-                schema.replay_tasks.c.replay_id == replay_id,
-                schema.replay_tasks.c.task_id == task.task_id,
-            )
-            .values(
-                status="done" if result.ok else "failed",
-                finished=time.time(),
-                actual_seconds=result.seconds,
-                progress=1.0 if result.ok else None,
-                attempts=result.attempts,
-                log=None
+def _finish_task(store: Database, replay_id: str, task: TaskPlan, result: JobResult) -> None:
+    with store.transaction() as tx:
+        update_rows(
+            tx,
+            "replay_tasks",
+            {
+                "status": "done" if result.ok else "failed",
+                "finished": time.time(),
+                "actual_seconds": result.seconds,
+                "progress": 1.0 if result.ok else None,
+                "attempts": result.attempts,
+                "log": None
                 if result.ok and not result.history
                 else "\n\n".join([*result.history, result.log_tail])[-16000:],
-            )
+            },
+            {"replay_id": replay_id, "task_id": task.task_id},
         )
 
 
-def _record_run(store: Store, replay_id: str, result: RunResult) -> None:
+def _record_run(store: Database, replay_id: str, result: RunResult) -> None:
     detail = {"detail": result.detail, "examples": result.examples, "fallbacks": result.fallbacks}
-    with store.writer.begin() as conn:
-        conn.execute(
-            insert(schema.replay_runs).values(
-                replay_id=replay_id,
-                run_id=result.run_id,
-                fidelity=result.fidelity,
-                compared=result.compared,
-                mismatches=result.mismatches,
-                max_abs_diff=result.max_abs_diff,
-                detail=json.dumps(detail, default=str),
-                stored=result.stored,
-            )
+    with store.transaction() as tx:
+        insert_rows(
+            tx,
+            "replay_runs",
+            [
+                {
+                    "replay_id": replay_id,
+                    "run_id": result.run_id,
+                    "fidelity": result.fidelity,
+                    "compared": result.compared,
+                    "mismatches": result.mismatches,
+                    "max_abs_diff": result.max_abs_diff,
+                    "detail": json.dumps(detail, default=str),
+                    "stored": result.stored,
+                }
+            ],
         )
 
 

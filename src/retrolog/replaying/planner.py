@@ -35,7 +35,7 @@ from .plan import (
 )
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from ..store.lite import Database
 
 NOT_SELECTED = "no row of this run matches --where"
 DEFAULT_LOAD_SPEED = 200e6  # bytes/s, used when no checkpoint exists to measure
@@ -74,7 +74,7 @@ class VersionScript:
     refused: str | None = None
 
 
-def load_run(store: Store, row: Any, main_loop: str | None) -> RunData:
+def load_run(store: Database, row: Any, main_loop: str | None) -> RunData:
     key = int(row.id)
     args = {
         name: from_cell(t, n, x)
@@ -154,17 +154,18 @@ def version_script(
 
 
 def measure_load_speed(objects_url: str, manifests: Sequence[str]) -> float:
-    """Bytes per second to read one checkpoint's blobs back (the restore cost model's basis)."""
+    """Bytes per second to read one checkpoint's blobs back (the restore cost model's basis).
+    Reads the manifest's blob list as plain JSON: the checkpoint package imports numpy, which
+    the coordinator never needs."""
     if not manifests:
         return DEFAULT_LOAD_SPEED
     try:
-        from ..checkpoint import load_manifest
         from ..objects import open_object_store
 
         objects = open_object_store(objects_url)
         start = time.perf_counter()
-        manifest = load_manifest(objects, manifests[0])
-        total = sum(len(objects.get(digest)) for digest in manifest.blobs)
+        blobs = json.loads(objects.get(manifests[0]))["blobs"]
+        total = sum(len(objects.get(digest)) for digest in blobs)
         seconds = time.perf_counter() - start
         return max(total / max(seconds, 1e-6), 1e6)
     except Exception:
@@ -173,7 +174,7 @@ def measure_load_speed(objects_url: str, manifests: Sequence[str]) -> float:
 
 def build_plan(
     project: Project,
-    store: Store,
+    store: Database,
     names: Sequence[str],
     where: str | None = None,
     workers: int = 1,
@@ -329,7 +330,7 @@ CORRECTION_REPLAYS = 5  # the latest replays of a script whose tasks calibrate t
 CORRECTION_BOUNDS = (0.5, 2.0)
 
 
-def past_corrections(store: Store, script: str) -> dict[str, float]:
+def past_corrections(store: Database, script: str) -> dict[str, float]:
     """Per level, the median of actual / uncorrected estimate over the tasks of the latest
     replays of ``script`` (tasks that ran once and succeeded; at least 2 of them): the part of the
     error that repeats (the machine's speed now vs when the runs were recorded, what recording
@@ -400,7 +401,7 @@ def _chunks(plan: RunPlan, n_runs: int, workers: int) -> list[list[int]]:
 
 
 def _select(
-    store: Store,
+    store: Database,
     plans: Sequence[RunPlan],
     runs: dict[str, RunData],
     versions: dict[str, VersionScript],
@@ -454,7 +455,7 @@ def _inner_loop_names(structure: ScriptStructure, lines: Sequence[int]) -> set[s
 
 
 def _add_epoch_metrics(
-    store: Store, data: RunData, rows: list[dict[str, Any]], main_name: str
+    store: Database, data: RunData, rows: list[dict[str, Any]], main_name: str
 ) -> None:
     """Add the values the run recorded at main-loop level to its rows, so --where can use them."""
     ctx_to_main = {ctx: i for i, ctx in data.main_ctx.items()}

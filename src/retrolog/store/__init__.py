@@ -1,7 +1,7 @@
 """Metadata store: schema, writes, reads (SQLAlchemy Core; SQLite WAL by default).
 
 ``Store`` is imported on first use: a recording process writing to an existing SQLite store uses
-``store.ingest.LiteWriter`` and never needs SQLAlchemy.
+``store.lite.LiteStore`` and never needs SQLAlchemy; so does the replay coordinator.
 """
 
 from __future__ import annotations

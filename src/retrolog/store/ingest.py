@@ -1,7 +1,7 @@
 """Applying journal events to the store through a plain DB-API connection.
 
 One implementation for two callers: ``Store.ingest`` (SQLAlchemy engines, any database) and
-``LiteWriter``, which a recording process uses for an existing SQLite store so that it never
+``lite.LiteStore``, which a recording process uses for an existing SQLite store so that it never
 imports SQLAlchemy (about 0.45 s of CPU per run, the bulk of retrolog's recording cost).
 Table and column names are our own constants; values are always bound parameters.
 """
@@ -9,9 +9,7 @@ Table and column names are our own constants; values are always bound parameters
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -141,65 +139,3 @@ def run_facts(facts: dict[str, Any]) -> dict[str, Any]:
             value = int(bool(value))
         out[key] = value
     return out
-
-
-class LiteWriter:
-    """Writes run events to an existing, current SQLite store with the standard library only."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-
-    @classmethod
-    def open(cls, url: str) -> LiteWriter | None:
-        """A writer when ``url`` is a SQLite file whose schema is current; None otherwise (then the
-        SQLAlchemy Store creates or checks the schema)."""
-        if not url.startswith("sqlite:///"):
-            return None
-        path = Path(url[len("sqlite:///") :])
-        if not path.is_file():
-            return None
-        try:
-            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-            try:
-                found = conn.execute(
-                    "SELECT value FROM retrolog_meta WHERE key = 'schema_version'"
-                ).fetchone()
-                wal = conn.execute("PRAGMA journal_mode").fetchone()
-            finally:
-                conn.close()
-        except sqlite3.Error:
-            return None
-        if found is None or int(found[0]) != SCHEMA_VERSION or (wal and wal[0] != "wal"):
-            return None
-        return cls(path)
-
-    def ingest(self, run_id: str, events: Iterable[Sequence[Any]]) -> int:
-        cursor = self._conn.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
-        try:
-            applied = apply_events(cursor, True, run_id, events)
-        except BaseException:
-            cursor.execute("ROLLBACK")
-            raise
-        cursor.execute("COMMIT")
-        return applied
-
-    def dispose(self) -> None:
-        self._conn.close()
-
-
-def open_writer(url: str) -> Any:
-    """The stdlib SQLite writer when the store exists with a current schema (no SQLAlchemy import
-    in a recording process); the SQLAlchemy Store otherwise (first run, other databases).
-    Both have ``ingest(run_id, events)`` and ``dispose()``."""
-    writer = LiteWriter.open(url)
-    if writer is not None:
-        return writer
-    from .store import Store
-
-    return Store(url)

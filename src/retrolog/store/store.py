@@ -8,7 +8,8 @@ instead of failing with "database is locked") by default; any SQLAlchemy URL thr
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from sqlalchemy.exc import OperationalError
 
 from . import schema
 from .ingest import BUSY_TIMEOUT_MS, apply_events
+from .lite import Params, Transaction
 
 Event = Sequence[Any]  # (seq, kind, *payload); see ingest()
 
@@ -46,6 +48,20 @@ def normalize_url(url: str) -> str:
                 return url
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+class _SqlaTransaction:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Params | Sequence[Params] | None = None) -> None:
+        if isinstance(params, Sequence):
+            self._conn.execute(text(sql), [dict(p) for p in params])
+        else:
+            self._conn.execute(text(sql), dict(params or {}))
+
+    def fetch(self, sql: str, params: Params | None = None) -> list[Any]:
+        return list(self._conn.execute(text(sql), dict(params or {})).all())
 
 
 class Store:
@@ -159,11 +175,17 @@ class Store:
         with self.writer.begin() as conn:
             conn.execute(update(schema.runs).where(schema.runs.c.run_id == run_id).values(**values))
 
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One write transaction (``lite.Transaction``): our SQL with bound ``:name`` values."""
+        with self.writer.begin() as conn:
+            yield _SqlaTransaction(conn)
+
     # -- reads -----------------------------------------------------------------------------
-    def fetch(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+    def fetch(self, sql: str, params: Params | None = None) -> list[Any]:
         """Run a read query of our own (values bound, never formatted in) and return its rows."""
         with self.reader.connect() as conn:
-            return list(conn.execute(text(sql), params or {}).all())
+            return list(conn.execute(text(sql), dict(params or {})).all())
 
     def running_runs(self) -> list[Any]:
         return self.fetch("SELECT run_id, host, pid FROM runs WHERE status = 'running'")
