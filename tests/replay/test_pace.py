@@ -1,9 +1,16 @@
-"""The cost model's pace: recorded seconds scaled by how fast this machine imports the script's
-modules now compared with when the runs were recorded."""
+"""The cost model's pace (recorded seconds scaled by how fast this machine imports the script's
+modules now compared with when the runs were recorded) and the corrections learned from past
+replays."""
+
+import json
+from pathlib import Path
 
 import pytest
 
 from retrolog.replaying.plan import CostModel, RunTimings, pace
+from retrolog.replaying.planner import correction_key, past_corrections
+from retrolog.store import Store
+from retrolog.store.lite import LiteStore, insert_rows
 
 
 def test_pace_is_the_import_time_now_over_the_median_recorded_start_up() -> None:
@@ -28,3 +35,48 @@ def test_recorded_work_is_scaled_by_the_pace_and_restores_are_not() -> None:
     # prefix work 2.0, iteration 0 restored (1.0 - 0.9 of its step loop), iteration 1 in full
     assert at_recorded_pace - now == pytest.approx(0.5 * (2.0 + (1.0 - 0.9) + 1.0))
     assert now > restore and "x0.50 (this machine's pace now)" in basis
+
+
+def test_past_replays_correct_each_run_and_each_level(tmp_path: Path) -> None:
+    """A run recorded under load has inflated timings: its own past replays correct its estimate;
+    a run replayed once gets the level's factor; applied factors are undone before learning."""
+    url = f"sqlite:///{tmp_path / 'retrolog.db'}"
+    Store(url).dispose()
+    store = LiteStore.open(url)
+    assert store is not None
+    # (replay, applied corrections, [(run, estimate shown, actual)])
+    history = [
+        ("r1", {}, [("slow", 4.0, 2.0), ("fair", 2.0, 2.0)]),
+        ("r2", {"inner": 0.75}, [("slow", 3.0, 2.2), ("fair", 1.5, 2.0), ("once", 1.5, 1.5)]),
+    ]
+    with store.transaction() as tx:
+        for created, (replay_id, applied, tasks) in enumerate(history):
+            plan = json.dumps({"corrections": applied})
+            insert_rows(
+                tx,
+                "replays",
+                [
+                    {"replay_id": replay_id, "created": created, "status": "finished"}
+                    | {"script": "train.py", "plan": plan}
+                ],
+            )
+            insert_rows(
+                tx,
+                "replay_tasks",
+                [
+                    {"replay_id": replay_id, "task_id": i, "run_id": run, "level": "inner"}
+                    | {"status": "done", "attempts": 1}
+                    | {"estimate_seconds": est, "actual_seconds": act}
+                    for i, (run, est, act) in enumerate(tasks)
+                ],
+            )
+    found = past_corrections(store, "train.py")
+    store.dispose()
+    # raw estimates: slow 4.0, 4.0; fair 2.0, 2.0; once 2.0 -> ratios slow .5, .55; fair 1, 1
+    assert found["inner@slow"] == pytest.approx(0.55)  # upper median of two
+    assert found["inner@fair"] == pytest.approx(1.0)
+    assert "inner@once" not in found  # one sample is not enough
+    assert found["inner"] == pytest.approx(0.75)  # median of .5, .55, .75, 1, 1
+    assert correction_key("inner", "slow", found) == "inner@slow"
+    assert correction_key("inner", "once", found) == "inner"
+    assert correction_key("outer", "slow", found) is None

@@ -89,7 +89,8 @@ class Plan:
     server_seconds: float = 0.0
     planning_seconds: float = 0.0  # measured: from the replay call to this plan
     cores: int = 0  # CPU cores the tasks share (0: one per worker)
-    corrections: dict[str, float] = field(default_factory=dict)  # level -> factor (see planner)
+    # level or "level@run_id" -> factor (see planner.past_corrections)
+    corrections: dict[str, float] = field(default_factory=dict)
 
     @property
     def tasks(self) -> list[TaskPlan]:

@@ -297,10 +297,12 @@ def build_plan(
             )
     corrections = past_corrections(store, script)
     for task in (t for p in plans for t in p.tasks):
-        factor = corrections.get(task.level)
-        if factor is not None:
+        key = correction_key(task.level, task.run_id, corrections)
+        if key is not None:
+            factor = corrections[key]
             task.estimate_seconds *= factor
-            task.basis += f"; x{factor:.2f}, as past {task.level} replays of {script} ran"
+            whose = "this run's" if "@" in key else f"{script}'s"
+            task.basis += f"; x{factor:.2f}, as past {task.level} replays of {whose} ran"
     replay_id = new_run_id()
     stmt_texts = [s.text for s in statements]
     if server_seconds is None:
@@ -330,11 +332,21 @@ CORRECTION_REPLAYS = 5  # the latest replays of a script whose tasks calibrate t
 CORRECTION_BOUNDS = (0.5, 2.0)
 
 
+def correction_key(level: str, run_id: str, corrections: dict[str, float]) -> str | None:
+    """The correction that applies to a task: the run's own at this level, else the level's."""
+    for key in (f"{level}@{run_id}", level):
+        if key in corrections:
+            return key
+    return None
+
+
 def past_corrections(store: Database, script: str) -> dict[str, float]:
-    """Per level, the median of actual / uncorrected estimate over the tasks of the latest
-    replays of ``script`` (tasks that ran once and succeeded; at least 2 of them): the part of the
-    error that repeats (the machine's speed now vs when the runs were recorded, what recording
-    added to the timings). Bounded; {} without history."""
+    """Medians of actual / uncorrected estimate over the tasks of the latest replays of
+    ``script`` (tasks that ran once and succeeded; at least 2 per median), per level
+    (``"inner"``) and per level and run (``"inner@<run id>"``): the part of the error that
+    repeats. A level's factor holds what the machine's speed now and the replay's own costs add;
+    a run's holds also how loaded the machine was when that run was recorded (its timings are
+    the estimate's basis), which differs from run to run. Bounded; {} without history."""
     try:
         replays = store.fetch(
             "SELECT replay_id, plan FROM replays WHERE script = :s AND status = 'finished' "
@@ -349,18 +361,20 @@ def past_corrections(store: Database, script: str) -> dict[str, float]:
             applied = json.loads(plan_json or "{}").get("corrections") or {}
         except ValueError:
             continue
-        for level, estimate, actual in store.fetch(
-            "SELECT level, estimate_seconds, actual_seconds FROM replay_tasks "
+        for level, run_id, estimate, actual in store.fetch(
+            "SELECT level, run_id, estimate_seconds, actual_seconds FROM replay_tasks "
             "WHERE replay_id = :r AND status = 'done' AND attempts = 1",
             {"r": replay_id},
         ):
             if estimate and actual and estimate > 0:
-                raw = estimate / float(applied.get(level, 1.0))
-                ratios.setdefault(level, []).append(actual / raw)
+                key = correction_key(level, run_id, applied)
+                ratio = actual / (estimate / float(applied[key] if key else 1.0))
+                ratios.setdefault(level, []).append(ratio)
+                ratios.setdefault(f"{level}@{run_id}", []).append(ratio)
     low, high = CORRECTION_BOUNDS
     return {
-        level: min(max(sorted(values)[len(values) // 2], low), high)
-        for level, values in ratios.items()
+        key: min(max(sorted(values)[len(values) // 2], low), high)
+        for key, values in ratios.items()
         if len(values) >= 2
     }
 
