@@ -5,14 +5,17 @@ local process pool (see docs/replay.md): ``run(jobs, on_event)`` returns one res
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 LOG_TAIL_BYTES = 8000
+LOST = "retrolog: the process this attempt ran under was lost; the task is started again"
 
 
 @dataclass
@@ -53,6 +56,127 @@ class Executor(Protocol):
     def run(self, jobs: Sequence[Job], on_event: EventCallback) -> list[JobResult]: ...
 
 
+class Backend(Protocol):
+    """Where job attempts run: ``submit`` starts one, ``wait`` returns ``(task_id, exit code)``
+    of those that ended within ``timeout`` seconds, ``close`` stops what still runs."""
+
+    def submit(self, job: Job) -> None: ...
+    def wait(self, timeout: float) -> list[tuple[int, int]]: ...
+    def close(self) -> None: ...
+
+
+class Subprocesses:
+    """Each attempt a plain subprocess of this interpreter's machine."""
+
+    def __init__(self) -> None:
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def submit(self, job: Job) -> None:
+        with open(job.log_path, "ab") as log:
+            self.procs[job.task_id] = subprocess.Popen(
+                job.argv,
+                cwd=job.cwd,
+                env=job.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    def wait(self, timeout: float) -> list[tuple[int, int]]:
+        time.sleep(timeout)
+        done = [(t, p.returncode) for t, p in self.procs.items() if p.poll() is not None]
+        for task_id, _code in done:
+            del self.procs[task_id]
+        return done
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    on_event: EventCallback,
+    backend: Backend,
+    workers: int,
+    retries: int,
+    poll_seconds: float,
+    lost: tuple[type[Exception], ...] = (),
+    replace: Callable[[Exception], Backend] | None = None,
+) -> list[JobResult]:
+    """Run ``jobs`` on ``backend``, at most ``workers`` at once, reporting events; a job that
+    exits non-zero is started again up to ``retries`` times. When the backend raises one of
+    ``lost`` (it died), ``replace`` gives the next one (or raises) and the attempts in flight
+    start again there without counting as failures. Each backend is closed once done with."""
+    pending = deque(jobs)
+    attempts: dict[int, int] = {}
+    failures: dict[int, int] = {}
+    history: dict[int, list[str]] = {}
+    running: dict[int, tuple[float, Job]] = {}
+    results: dict[int, JobResult] = {}
+    last_progress: dict[int, str] = {}
+    current: Backend | None = backend
+    try:
+        while pending or running:
+            try:
+                while pending and len(running) < workers:
+                    job = pending.popleft()
+                    job.progress_path.unlink(missing_ok=True)
+                    job.output_path.unlink(missing_ok=True)  # a retry starts from nothing
+                    open(job.log_path, "ab").close()
+                    try:
+                        backend.submit(job)
+                    except lost:
+                        pending.appendleft(job)
+                        raise
+                    attempts[job.task_id] = attempts.get(job.task_id, 0) + 1
+                    running[job.task_id] = (time.perf_counter(), job)
+                    on_event("started", job.task_id, {"attempt": attempts[job.task_id]})
+                finished = backend.wait(poll_seconds)
+            except lost as exc:
+                current = None
+                backend.close()
+                if replace is None:
+                    raise
+                backend = current = replace(exc)
+                for task_id, (_started, job) in sorted(running.items(), reverse=True):
+                    tail = _tail(job.log_path) + "\n" + LOST
+                    history.setdefault(task_id, []).append(
+                        f"attempt {attempts[task_id]} lost ({exc}):\n{tail}"
+                    )
+                    on_event("retry", task_id, {"returncode": -signal.SIGKILL, "log": tail})
+                    pending.appendleft(job)
+                running.clear()
+                continue
+            for task_id, (_started, job) in running.items():
+                progress = _read(job.progress_path)
+                if progress and progress != last_progress.get(task_id):
+                    last_progress[task_id] = progress
+                    on_event("progress", task_id, {"progress": progress})
+            for task_id, code in finished:
+                started, job = running.pop(task_id)
+                seconds = time.perf_counter() - started
+                tail = _tail(job.log_path)
+                failures[task_id] = failures.get(task_id, 0) + (code != 0)
+                if code != 0 and failures[task_id] <= retries:
+                    history.setdefault(task_id, []).append(
+                        f"attempt {attempts[task_id]} exited {code}:\n{tail}"
+                    )
+                    on_event("retry", task_id, {"returncode": code, "log": tail})
+                    pending.append(job)
+                    continue
+                results[task_id] = JobResult(
+                    task_id, code, seconds, attempts[task_id], tail, history.get(task_id, [])
+                )
+                on_event("finished", task_id, {"returncode": code, "seconds": seconds})
+    finally:
+        if current is not None:
+            current.close()
+    return [results[job.task_id] for job in jobs]
+
+
 class LocalProcessExecutor:
     """Up to ``workers`` subprocesses at once on this machine; a failed job is retried once."""
 
@@ -64,56 +188,9 @@ class LocalProcessExecutor:
         self.poll_seconds = poll_seconds
 
     def run(self, jobs: Sequence[Job], on_event: EventCallback) -> list[JobResult]:
-        pending = list(jobs)
-        attempts: dict[int, int] = {}
-        history: dict[int, list[str]] = {}
-        running: dict[int, tuple[subprocess.Popen[bytes], float, Job]] = {}
-        results: dict[int, JobResult] = {}
-        last_progress: dict[int, str] = {}
-        while pending or running:
-            while pending and len(running) < self.workers:
-                job = pending.pop(0)
-                attempts[job.task_id] = attempts.get(job.task_id, 0) + 1
-                running[job.task_id] = (self._start(job), time.perf_counter(), job)
-                on_event("started", job.task_id, {"attempt": attempts[job.task_id]})
-            time.sleep(self.poll_seconds)
-            for task_id, (proc, started, job) in list(running.items()):
-                progress = _read(job.progress_path)
-                if progress and progress != last_progress.get(task_id):
-                    last_progress[task_id] = progress
-                    on_event("progress", task_id, {"progress": progress})
-                code = proc.poll()
-                if code is None:
-                    continue
-                del running[task_id]
-                seconds = time.perf_counter() - started
-                tail = _tail(job.log_path)
-                if code != 0 and attempts[task_id] <= self.retries:
-                    history.setdefault(task_id, []).append(
-                        f"attempt {attempts[task_id]} exited {code}:\n{tail}"
-                    )
-                    on_event("retry", task_id, {"returncode": code, "log": tail})
-                    pending.append(job)
-                    continue
-                results[task_id] = JobResult(
-                    task_id, code, seconds, attempts[task_id], tail, history.get(task_id, [])
-                )
-                on_event("finished", task_id, {"returncode": code, "seconds": seconds})
-        return [results[job.task_id] for job in jobs]
-
-    @staticmethod
-    def _start(job: Job) -> subprocess.Popen[bytes]:
-        job.progress_path.unlink(missing_ok=True)
-        job.output_path.unlink(missing_ok=True)  # a retry starts from an empty output
-        with open(job.log_path, "ab") as log:
-            return subprocess.Popen(
-                job.argv,
-                cwd=job.cwd,
-                env=job.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        return run_jobs(
+            jobs, on_event, Subprocesses(), self.workers, self.retries, self.poll_seconds
+        )
 
 
 def _read(path: Path) -> str:

@@ -56,10 +56,10 @@ import types
 import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .executor import EventCallback, Job, JobResult
+    from .executor import Backend, EventCallback, Job, JobResult
 
 ALWAYS_PRELOAD = ("retrolog", "retrolog.record", "retrolog.checkpoint", "retrolog.objects")
 # imported lazily by nearly every task that uses the key: torch.optim pulls in torch._dynamo
@@ -86,7 +86,6 @@ _STARTUP_PREFIXES = (
     "PYTORCH",
 )
 _HANDLED_VARS = frozenset({"PYTHONUNBUFFERED"})  # the child rebuilds its stdio for this one
-_LOST = "retrolog: the fork server died during this attempt; restarting the task as a subprocess"
 
 
 class ForkServerError(RuntimeError):
@@ -126,37 +125,6 @@ def _startup_env(env: dict[str, str]) -> dict[str, str]:
 
 
 # -- parent side -----------------------------------------------------------------------------
-class _Backend(Protocol):
-    def submit(self, job: Job) -> None: ...
-    def wait(self, timeout: float) -> list[tuple[int, int]]: ...
-    def close(self) -> None: ...
-
-
-class _Subprocesses:
-    """The fallback: each attempt a plain subprocess, started as LocalProcessExecutor starts it."""
-
-    def __init__(self) -> None:
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-
-    def submit(self, job: Job) -> None:
-        from .executor import LocalProcessExecutor
-
-        self.procs[job.task_id] = LocalProcessExecutor._start(job)
-
-    def wait(self, timeout: float) -> list[tuple[int, int]]:
-        time.sleep(timeout)
-        done = [(t, p.returncode) for t, p in self.procs.items() if p.poll() is not None]
-        for task_id, _code in done:
-            del self.procs[task_id]
-        return done
-
-    def close(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-
-
 class _ServerClient:
     """The parent's handle on a fork server: a private one (a child process on pipes) or a session
     of a persistent one (a Unix socket). Construction starts it; ``ready()`` waits for its hello."""
@@ -641,76 +609,32 @@ class ForkServerExecutor:
             client.close()
 
     def run(self, jobs: Sequence[Job], on_event: EventCallback) -> list[JobResult]:
-        from .executor import JobResult, _read, _tail
+        from .executor import run_jobs
 
         if not jobs:
             return []
-        pending = deque(jobs)
-        attempts: dict[int, int] = {}
-        failures: dict[int, int] = {}
-        history: dict[int, list[str]] = {}
-        running: dict[int, tuple[float, Job]] = {}
-        results: dict[int, JobResult] = {}
-        last_progress: dict[int, str] = {}
-        backend: _Backend | None = None
-        try:
-            backend = self._open(jobs[0])
-            while pending or running:
-                try:
-                    while pending and len(running) < self.workers:
-                        job = pending.popleft()
-                        job.progress_path.unlink(missing_ok=True)
-                        job.output_path.unlink(missing_ok=True)  # a retry starts from nothing
-                        open(job.log_path, "ab").close()
-                        try:
-                            backend.submit(job)
-                        except ForkServerError:
-                            pending.appendleft(job)
-                            raise
-                        attempts[job.task_id] = attempts.get(job.task_id, 0) + 1
-                        running[job.task_id] = (time.perf_counter(), job)
-                        on_event("started", job.task_id, {"attempt": attempts[job.task_id]})
-                    finished = backend.wait(self.poll_seconds)
-                except ForkServerError as exc:
-                    backend = self._fall_back(exc, backend)
-                    for task_id, (_started, job) in sorted(running.items(), reverse=True):
-                        tail = _tail(job.log_path) + "\n" + _LOST
-                        history.setdefault(task_id, []).append(
-                            f"attempt {attempts[task_id]} lost ({exc}):\n{tail}"
-                        )
-                        on_event("retry", task_id, {"returncode": -signal.SIGKILL, "log": tail})
-                        pending.appendleft(job)
-                    running.clear()
-                    continue
-                if isinstance(backend, _ServerClient):
-                    self.exec_reasons.update(backend.exec_reasons)
-                for task_id, (_started, job) in running.items():
-                    progress = _read(job.progress_path)
-                    if progress and progress != last_progress.get(task_id):
-                        last_progress[task_id] = progress
-                        on_event("progress", task_id, {"progress": progress})
-                for task_id, code in finished:
-                    started, job = running.pop(task_id)
-                    seconds = time.perf_counter() - started
-                    tail = _tail(job.log_path)
-                    failures[task_id] = failures.get(task_id, 0) + (code != 0)
-                    if code != 0 and failures[task_id] <= self.retries:
-                        history.setdefault(task_id, []).append(
-                            f"attempt {attempts[task_id]} exited {code}:\n{tail}"
-                        )
-                        on_event("retry", task_id, {"returncode": code, "log": tail})
-                        pending.append(job)
-                        continue
-                    results[task_id] = JobResult(
-                        task_id, code, seconds, attempts[task_id], tail, history.get(task_id, [])
-                    )
-                    on_event("finished", task_id, {"returncode": code, "seconds": seconds})
-        finally:
-            if backend is not None:
-                backend.close()
-        return [results[job.task_id] for job in jobs]
+        backend = self._open(jobs[0])
+        exec_reasons = getattr(backend, "exec_reasons", {})  # the server's, updated as it runs
 
-    def _open(self, first: Job) -> _Backend:
+        def replace(exc: Exception) -> Backend:  # the server died; run_jobs closed it
+            assert isinstance(exc, ForkServerError)
+            return self._fall_back(exc, None)
+
+        try:
+            return run_jobs(
+                jobs,
+                on_event,
+                backend,
+                self.workers,
+                self.retries,
+                self.poll_seconds,
+                lost=(ForkServerError,),
+                replace=replace,
+            )
+        finally:
+            self.exec_reasons.update(exec_reasons)
+
+    def _open(self, first: Job) -> Backend:
         if not hasattr(os, "fork"):
             return self._fall_back(ForkServerError("os.fork is not available here"), None)
         server: _ServerClient | None = None
@@ -736,7 +660,7 @@ class ForkServerExecutor:
         self.server_threads = int(server.hello.get("threads", 1))
         return server
 
-    def _fall_back(self, exc: ForkServerError, backend: _Backend | None) -> _Backend:
+    def _fall_back(self, exc: ForkServerError, backend: Backend | None) -> Backend:
         if backend is not None:
             backend.close()
         if not self.fallback:
@@ -747,7 +671,9 @@ class ForkServerExecutor:
             RuntimeWarning,
             stacklevel=3,
         )
-        return _Subprocesses()
+        from .executor import Subprocesses
+
+        return Subprocesses()
 
 
 # -- server side (this file run as a script) ---------------------------------------------------
