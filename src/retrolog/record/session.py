@@ -29,6 +29,7 @@ from . import values as V
 from .journal import SUFFIX, TEXT_SUFFIX, Batch, Journal, batch_size, shape_batch
 
 if TYPE_CHECKING:
+    from ..store.lite import Database
     from .follower import Follower
 
 FLUSH_SECONDS = 1.0
@@ -78,7 +79,7 @@ class RunSession:
         self._unstored: list[Batch] = []  # flushed batches not yet in the store (raw)
         self._follower: Follower | None = None  # ingestion handed to a helper process
         self._delegate_events = _delegate_threshold()
-        self._store: Any = None  # LiteStore or Store (store.lite.Database)
+        self._store: Database | None = None  # opened on first store (store.lite.open_db)
         self._flush_lock = threading.Lock()
         self._journal: Journal | None = None
         self._broken_journal: Journal | None = None

@@ -618,7 +618,7 @@ class ForkServerExecutor:
 
         def replace(exc: Exception) -> Backend:  # the server died; run_jobs closed it
             assert isinstance(exc, ForkServerError)
-            return self._fall_back(exc, None)
+            return self._fall_back(exc)
 
         try:
             return run_jobs(
@@ -636,7 +636,7 @@ class ForkServerExecutor:
 
     def _open(self, first: Job) -> Backend:
         if not hasattr(os, "fork"):
-            return self._fall_back(ForkServerError("os.fork is not available here"), None)
+            return self._fall_back(ForkServerError("os.fork is not available here"))
         server: _ServerClient | None = None
         if self._thread is not None:
             self._thread.join()
@@ -654,15 +654,13 @@ class ForkServerExecutor:
                 self.reused = server.reused
             server.preload(self._extra)
         except (ForkServerError, OSError) as exc:
-            return self._fall_back(ForkServerError(str(exc)), None)
+            return self._fall_back(ForkServerError(str(exc)))
         self.server_pid = server.pid
         self.preload_errors = dict(server.hello.get("failed", {}))
         self.server_threads = int(server.hello.get("threads", 1))
         return server
 
-    def _fall_back(self, exc: ForkServerError, backend: Backend | None) -> Backend:
-        if backend is not None:
-            backend.close()
+    def _fall_back(self, exc: ForkServerError) -> Backend:
         if not self.fallback:
             raise exc
         self.fallback_error = str(exc)
