@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from retrolog.replaying.plan import CostModel, RunTimings, pace
+from retrolog.replaying.plan import FORK_SECONDS, CostModel, RunTimings, pace
 from retrolog.replaying.planner import correction_key, past_corrections
 from retrolog.store import Store
 from retrolog.store.lite import LiteStore, insert_rows
@@ -80,3 +80,20 @@ def test_past_replays_correct_each_run_and_each_level(tmp_path: Path) -> None:
     assert correction_key("inner", "slow", found) == "inner@slow"
     assert correction_key("inner", "once", found) == "inner"
     assert correction_key("outer", "slow", found) is None
+
+
+def test_lazy_imports_are_scaled_by_each_runs_own_import_speed() -> None:
+    """Two runs with the same prefix work (0.1 s), one recorded while the machine imported at half
+    speed: once the server's imports now (top-level 2 s, lazy 1 s) are scaled by each run's own
+    start-up, both prefixes come out equal."""
+    quiet = RunTimings(startup=2.0, prefix=2.0 + 1.0 + 0.1, iterations={0: 1.0})
+    loaded = RunTimings(startup=4.0, prefix=4.0 + 2.0 + 0.1, iterations={0: 1.0})
+    model = CostModel(load_speed=1e9, forked=True, preloaded_lazy=1.0, imports_now=2.0)
+    assert model.lazy_imports_then(4.0) == pytest.approx(2.0)
+    estimates = [
+        model.task(t, "prefix", None, None, {}, set(), None, False)[0] for t in (quiet, loaded)
+    ]
+    assert estimates[0] == pytest.approx(estimates[1])
+    assert estimates[0] == pytest.approx(0.1 + FORK_SECONDS)
+    unknown = CostModel(load_speed=1e9, forked=True, preloaded_lazy=1.0)  # no server measurement
+    assert unknown.lazy_imports_then(4.0) == 1.0

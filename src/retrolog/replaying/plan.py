@@ -185,13 +185,29 @@ def pace(imports_now: float | None, startups: list[float]) -> float:
 class CostModel:
     """Seconds a task will take, from the run's recorded timings and checkpoint sizes."""
 
-    def __init__(self, load_speed: float, forked: bool = True, preloaded_lazy: float = 0.0) -> None:
+    def __init__(
+        self,
+        load_speed: float,
+        forked: bool = True,
+        preloaded_lazy: float = 0.0,
+        imports_now: float | None = None,
+    ) -> None:
         self.load_speed = load_speed
         self.pace = 1.0  # recorded seconds -> seconds now (see ``pace``)
         self.forked = forked  # tasks fork from a server that already imported the script's modules
         # seconds of imports the recorded prefix paid lazily (torch.optim -> torch._dynamo) that
         # the fork server has already done: measured by the server, or by the last one like it
         self.preloaded_lazy = preloaded_lazy
+        self.imports_now = imports_now  # the server's import of the top-level modules, seconds
+
+    def lazy_imports_then(self, startup: float) -> float:
+        """What the preloaded lazy imports took in a recorded run: their time now, scaled by how
+        much slower that run imported its top-level modules than the server does now (a run
+        recorded under load, or with a cold page cache, imported everything slower)."""
+        if not self.imports_now or self.imports_now <= 0.05 or startup <= 0.2:
+            return self.preloaded_lazy
+        ratio = min(max(startup / self.imports_now, 1 / PACE_BOUNDS[1]), 1 / PACE_BOUNDS[0])
+        return self.preloaded_lazy * ratio
 
     def restore(self, nbytes: int) -> float:
         return RESTORE_OVERHEAD_SECONDS + nbytes / self.load_speed
@@ -223,7 +239,8 @@ class CostModel:
         if level == "full":
             return timings.total * pace, "the recorded run's duration (whole script re-executed)"
         if self.forked:
-            work = max(timings.prefix - timings.startup - self.preloaded_lazy, 0.0) * pace
+            lazy = self.lazy_imports_then(timings.startup)
+            work = max(timings.prefix - timings.startup - lazy, 0.0) * pace
             seconds = work + FORK_SECONDS
         else:
             seconds = max(timings.prefix, 0.0) * pace

@@ -244,7 +244,10 @@ def build_plan(
     selected = _select(store, [p for p in plans if not p.skipped], runs, versions, where)
     objects_manifests = [c[2] for data in runs.values() for c in data.checkpoints[:1]]
     model = CostModel(
-        measure_load_speed(project.objects_url, objects_manifests), forked, preloaded_lazy
+        measure_load_speed(project.objects_url, objects_manifests),
+        forked,
+        preloaded_lazy,
+        imports_now,
     )
     for plan in plans:
         if not plan.skipped and not selected.get(plan.run_id):
@@ -301,7 +304,7 @@ def build_plan(
         if key is not None:
             factor = corrections[key]
             task.estimate_seconds *= factor
-            whose = "this run's" if "@" in key else f"{script}'s"
+            whose = "this run" if "@" in key else script
             task.basis += f"; x{factor:.2f}, as past {task.level} replays of {whose} ran"
     replay_id = new_run_id()
     stmt_texts = [s.text for s in statements]
