@@ -97,3 +97,41 @@ def test_lazy_imports_are_scaled_by_each_runs_own_import_speed() -> None:
     assert estimates[0] == pytest.approx(0.1 + FORK_SECONDS)
     unknown = CostModel(load_speed=1e9, forked=True, preloaded_lazy=1.0)  # no server measurement
     assert unknown.lazy_imports_then(4.0) == 1.0
+
+
+def test_corrections_learn_from_the_raw_estimate_and_replace_the_pace(tmp_path: Path) -> None:
+    """Plans store each task's raw estimate (recorded pace, no correction): the factor is learned
+    against it, so a pace that was measured wrong once does not leak into later estimates."""
+    url = f"sqlite:///{tmp_path / 'retrolog.db'}"
+    Store(url).dispose()
+    store = LiteStore.open(url)
+    assert store is not None
+    with store.transaction() as tx:
+        for created, (replay_id, shown, raw, actual) in enumerate(
+            [("r1", 4.0, 2.0, 3.0), ("r2", 1.0, 2.0, 3.2)]  # shown: after some pace/correction
+        ):
+            plan = {
+                "corrections": {"outer": 0.5},
+                "runs": [{"tasks": [{"task_id": 1, "raw_seconds": raw}]}],
+            }
+            insert_rows(
+                tx,
+                "replays",
+                [
+                    {"replay_id": replay_id, "created": created, "status": "finished"}
+                    | {"script": "train.py", "plan": json.dumps(plan)}
+                ],
+            )
+            insert_rows(
+                tx,
+                "replay_tasks",
+                [
+                    {"replay_id": replay_id, "task_id": 1, "run_id": "a", "level": "outer"}
+                    | {"status": "done", "attempts": 1}
+                    | {"estimate_seconds": shown, "actual_seconds": actual}
+                ],
+            )
+    found = past_corrections(store, "train.py")
+    store.dispose()
+    assert found["outer@a"] == pytest.approx(1.6)  # actual / raw: 1.5 and 1.6, upper median
+    assert found["outer"] == pytest.approx(1.6)

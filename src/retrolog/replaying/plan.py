@@ -51,6 +51,8 @@ class TaskPlan:
     skip_main_loop: bool
     estimate_seconds: float
     basis: str  # how the estimate was made, in words
+    # the estimate at the recorded pace, before pace and corrections: what corrections learn from
+    raw_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -233,9 +235,10 @@ class CostModel:
         reexecute: set[str],
         main_exit_bytes: int | None,
         skip_main_loop: bool,
+        pace: float | None = None,
     ) -> tuple[float, str]:
-        """(seconds, basis) for one task."""
-        pace = self.pace
+        """(seconds, basis) for one task, at ``pace`` (default: the model's)."""
+        pace = self.pace if pace is None else pace
         if level == "full":
             return timings.total * pace, "the recorded run's duration (whole script re-executed)"
         if self.forked:

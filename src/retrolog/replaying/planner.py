@@ -255,6 +255,7 @@ def build_plan(
     n_selected = sum(1 for p in plans if not p.skipped)
     model.pace = pace(imports_now, [runs[p.run_id].timings.startup for p in plans if not p.skipped])
     task_id = 0
+    raw_bases: dict[int, str] = {}
     for plan in plans:
         if plan.skipped:
             continue
@@ -275,7 +276,7 @@ def build_plan(
                 and data.main_exit is not None
                 and not structure.suffix_needs_main_loop()
             )
-            seconds, basis = model.task(
+            shape = (
                 data.timings,
                 plan.level,
                 full,
@@ -285,6 +286,8 @@ def build_plan(
                 data.main_exit[1] if data.main_exit else None,
                 skip_main,
             )
+            seconds, basis = model.task(*shape)
+            raw_seconds, raw_bases[task_id] = model.task(*shape, pace=1.0)
             plan.tasks.append(
                 TaskPlan(
                     task_id,
@@ -296,16 +299,20 @@ def build_plan(
                     skip_main,
                     seconds,
                     basis,
+                    raw_seconds,
                 )
             )
     corrections = past_corrections(store, script)
     for task in (t for p in plans for t in p.tasks):
         key = correction_key(task.level, task.run_id, corrections)
-        if key is not None:
+        if key is not None:  # measured replays say more than the pace's proxy: replace it
             factor = corrections[key]
-            task.estimate_seconds *= factor
+            task.estimate_seconds = task.raw_seconds * factor
             whose = "this run" if "@" in key else script
-            task.basis += f"; x{factor:.2f}, as past {task.level} replays of {whose} ran"
+            task.basis = (
+                f"{raw_bases[task.task_id]}; x{factor:.2f}, as past {task.level} replays of "
+                f"{whose} ran"
+            )
     replay_id = new_run_id()
     stmt_texts = [s.text for s in statements]
     if server_seconds is None:
@@ -332,7 +339,7 @@ def build_plan(
 
 
 CORRECTION_REPLAYS = 5  # the latest replays of a script whose tasks calibrate the next estimate
-CORRECTION_BOUNDS = (0.5, 2.0)
+CORRECTION_BOUNDS = (1 / 3, 3.0)  # wider than the pace's bounds: a factor also replaces the pace
 
 
 def correction_key(level: str, run_id: str, corrections: dict[str, float]) -> str | None:
@@ -344,12 +351,14 @@ def correction_key(level: str, run_id: str, corrections: dict[str, float]) -> st
 
 
 def past_corrections(store: Database, script: str) -> dict[str, float]:
-    """Medians of actual / uncorrected estimate over the tasks of the latest replays of
-    ``script`` (tasks that ran once and succeeded; at least 2 per median), per level
-    (``"inner"``) and per level and run (``"inner@<run id>"``): the part of the error that
-    repeats. A level's factor holds what the machine's speed now and the replay's own costs add;
-    a run's holds also how loaded the machine was when that run was recorded (its timings are
-    the estimate's basis), which differs from run to run. Bounded; {} without history."""
+    """Medians of actual / raw estimate (at the recorded pace, see ``TaskPlan.raw_seconds``)
+    over the tasks of the latest replays of ``script`` (tasks that ran once and succeeded; at
+    least 2 per median), per level (``"inner"``) and per level and run (``"inner@<run id>"``):
+    the part of the error that repeats. A level's factor holds the machine's speed now and what
+    the replay itself adds; a run's holds also how loaded the machine was when that run was
+    recorded (its timings are the estimate's basis), which differs from run to run. A factor
+    replaces the pace (a proxy measured once per fork server) and corrections applied earlier.
+    Bounded; {} without history."""
     try:
         replays = store.fetch(
             "SELECT replay_id, plan FROM replays WHERE script = :s AND status = 'finished' "
@@ -361,17 +370,26 @@ def past_corrections(store: Database, script: str) -> dict[str, float]:
     ratios: dict[str, list[float]] = {}
     for replay_id, plan_json in replays:
         try:
-            applied = json.loads(plan_json or "{}").get("corrections") or {}
-        except ValueError:
+            doc = json.loads(plan_json or "{}")
+            applied = doc.get("corrections") or {}
+            raws = {
+                int(t["task_id"]): float(t.get("raw_seconds") or 0.0)
+                for r in doc.get("runs") or []
+                for t in r.get("tasks") or []
+            }
+        except (ValueError, TypeError, KeyError, AttributeError):
             continue
-        for level, run_id, estimate, actual in store.fetch(
-            "SELECT level, run_id, estimate_seconds, actual_seconds FROM replay_tasks "
+        for task_id, level, run_id, estimate, actual in store.fetch(
+            "SELECT task_id, level, run_id, estimate_seconds, actual_seconds FROM replay_tasks "
             "WHERE replay_id = :r AND status = 'done' AND attempts = 1",
             {"r": replay_id},
         ):
-            if estimate and actual and estimate > 0:
+            raw = raws.get(int(task_id), 0.0)
+            if not raw and estimate:  # a plan of an earlier version: undo its correction only
                 key = correction_key(level, run_id, applied)
-                ratio = actual / (estimate / float(applied[key] if key else 1.0))
+                raw = estimate / float(applied[key] if key else 1.0)
+            if raw > 0 and actual:
+                ratio = actual / raw
                 ratios.setdefault(level, []).append(ratio)
                 ratios.setdefault(f"{level}@{run_id}", []).append(ratio)
     low, high = CORRECTION_BOUNDS
