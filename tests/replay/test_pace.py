@@ -35,6 +35,8 @@ def test_recorded_work_is_scaled_by_the_pace_and_restores_are_not() -> None:
     # prefix work 2.0, iteration 0 restored (1.0 - 0.9 of its step loop), iteration 1 in full
     assert at_recorded_pace - now == pytest.approx(0.5 * (2.0 + (1.0 - 0.9) + 1.0))
     assert now > restore and "x0.50 (this machine's pace now)" in basis
+    raw, _ = model.task(timings, "outer", None, 1, {0: {"step": 1000}}, set(), None, False, 1.0)
+    assert raw == pytest.approx(at_recorded_pace)  # the raw estimate ignores the model's pace
 
 
 def test_past_replays_correct_each_run_and_each_level(tmp_path: Path) -> None:

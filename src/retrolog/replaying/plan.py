@@ -215,14 +215,20 @@ class CostModel:
         return RESTORE_OVERHEAD_SECONDS + nbytes / self.load_speed
 
     def outer_iteration(
-        self, timings: RunTimings, index: int, skippable: dict[str, int], reexecute: set[str]
+        self,
+        timings: RunTimings,
+        index: int,
+        skippable: dict[str, int],
+        reexecute: set[str],
+        pace: float | None = None,
     ) -> float:
         """An iteration whose nested loops are skipped where a checkpoint exists."""
-        seconds = timings.iterations.get(index, 0.0) * self.pace
+        pace = self.pace if pace is None else pace
+        seconds = timings.iterations.get(index, 0.0) * pace
         for loop, loop_seconds in timings.nested.get(index, {}).items():
             if loop in reexecute or loop not in skippable:
                 continue
-            seconds += self.restore(skippable[loop]) - loop_seconds * self.pace
+            seconds += self.restore(skippable[loop]) - loop_seconds * pace
         return max(seconds, 0.0)
 
     def task(
@@ -264,7 +270,9 @@ class CostModel:
             if index in full:
                 full_time += timings.iterations.get(index, 0.0) * pace
             else:
-                outer += self.outer_iteration(timings, index, checkpoints.get(index, {}), reexecute)
+                outer += self.outer_iteration(
+                    timings, index, checkpoints.get(index, {}), reexecute, pace
+                )
         seconds += outer + full_time
         parts.append(f"{len(iterations) - len(full)} iterations skipping nested loops {outer:.2f}s")
         if full:
