@@ -154,17 +154,8 @@ class LiteStore:
         self, run_id: str, status: str, end_time: float | None = None, error: str | None = None
     ) -> None:
         """Close a run whose process is gone (crash recovery)."""
-        values: dict[str, Any] = {"status": status}
-        if end_time is not None:
-            values["end_time"] = end_time
-        if error is not None:
-            values["error"] = error
-        assignments = ", ".join(f"{key} = :{key}" for key in values)
         with self.transaction() as tx:
-            tx.execute(
-                f"UPDATE runs SET {assignments} WHERE run_id = :run_id",
-                {**values, "run_id": run_id},
-            )
+            set_run_status(tx, run_id, status, end_time, error)
 
     def running_runs(self) -> list[Any]:
         return self.fetch("SELECT run_id, host, pid FROM runs WHERE status = 'running'")
@@ -206,3 +197,15 @@ def update_rows(tx: Transaction, table: str, values: Params, where: Params) -> N
         f"where_{c}": v for c, v in where.items()
     }
     tx.execute(f"UPDATE {table} SET {assignments} WHERE {conditions}", params)
+
+
+def set_run_status(
+    tx: Transaction, run_id: str, status: str, end_time: float | None, error: str | None
+) -> None:
+    """Set a run's status, and its end time and error when given (both stores' ``set_status``)."""
+    values: dict[str, Any] = {"status": status}
+    if end_time is not None:
+        values["end_time"] = end_time
+    if error is not None:
+        values["error"] = error
+    update_rows(tx, "runs", values, {"run_id": run_id})

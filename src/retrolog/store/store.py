@@ -23,13 +23,12 @@ from sqlalchemy import (
     make_url,
     select,
     text,
-    update,
 )
 from sqlalchemy.exc import OperationalError
 
 from . import schema
 from .ingest import BUSY_TIMEOUT_MS, apply_events
-from .lite import Params, Transaction
+from .lite import Params, Transaction, set_run_status
 
 Event = Sequence[Any]  # (seq, kind, *payload); see ingest()
 
@@ -167,13 +166,8 @@ class Store:
         self, run_id: str, status: str, end_time: float | None = None, error: str | None = None
     ) -> None:
         """Close a run whose process is gone (crash recovery)."""
-        values: dict[str, Any] = {"status": status}
-        if end_time is not None:
-            values["end_time"] = end_time
-        if error is not None:
-            values["error"] = error
-        with self.writer.begin() as conn:
-            conn.execute(update(schema.runs).where(schema.runs.c.run_id == run_id).values(**values))
+        with self.transaction() as tx:
+            set_run_status(tx, run_id, status, end_time, error)
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
