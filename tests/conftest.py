@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,6 +61,27 @@ def run_python(
     if check and proc.returncode != 0:
         raise AssertionError(f"script failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def kill_after(project: Path, seconds: float, script: str = "train.py", **env: str) -> int:
+    """Run ``script`` (which prints a growing integer per line), SIGKILL it after ``seconds``;
+    return the last integer it printed."""
+    proc = subprocess.Popen(
+        [sys.executable, script],
+        cwd=project,
+        env=script_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    last = -1
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        last = int(proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return last
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 import retrolog
 
-from .conftest import run_python, script_env, write_script
+from .conftest import kill_after, run_python, script_env, write_script
 
 pytestmark = pytest.mark.slow
 
@@ -25,21 +25,7 @@ for i in retrolog.loop("tick", range(100000)):
 
 def test_sigkill_loses_at_most_about_a_second_and_is_recovered(project: Path) -> None:
     write_script(project, TICKER)
-    proc = subprocess.Popen(
-        [sys.executable, "train.py"],
-        cwd=project,
-        env=script_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    last = -1
-    deadline = time.monotonic() + 3.0
-    while time.monotonic() < deadline:
-        last = int(proc.stdout.readline())
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    last = kill_after(project, 3.0)
     rate = (last + 1) / 3.0  # rows per second actually achieved
     cli = subprocess.run(
         [sys.executable, "-m", "retrolog", "runs", "--format", "json"],

@@ -4,12 +4,10 @@ scripts in real subprocesses, results compared with what SQLite gives for the sa
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ import retrolog
 from retrolog.relational import QueryError, describe_run, open_store
 from retrolog.store import Store
 
-from .conftest import git, run_python, script_env, write_script
+from .conftest import git, kill_after, run_python, script_env, write_script
 
 pytestmark = pytest.mark.slow
 
@@ -343,21 +341,7 @@ for i in retrolog.loop("tick", range(100000)):
 
 def test_sigkilled_run_is_recovered_by_the_next_command(project: Path, pg_url: str) -> None:
     write_script(project, TICKER)
-    proc = subprocess.Popen(
-        [sys.executable, "train.py"],
-        cwd=project,
-        env=script_env(RETROLOG_DB=pg_url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    last = -1
-    deadline = time.monotonic() + 2.5
-    while time.monotonic() < deadline:
-        last = int(proc.stdout.readline())
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    last = kill_after(project, 2.5, RETROLOG_DB=pg_url)
     cli = subprocess.run(
         [sys.executable, "-m", "retrolog", "runs", "--format", "json"],
         cwd=project,
