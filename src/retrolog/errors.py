@@ -20,28 +20,27 @@ class UsageError(RetrologError, ValueError):
     exit_code = 2
 
 
-class NotFoundError(RetrologError, LookupError):
-    """A run, metric, project or other named thing does not exist (or a prefix is ambiguous)."""
+class NotFoundError(UsageError, LookupError):
+    """A run, metric, project or other named thing does not exist (or a prefix is ambiguous).
+    Bad input too, so it keeps the exit code 2 that unknown runs have always had."""
 
-    exit_code = 4
 
-
-class MissingVersionError(NotFoundError):
+class MissingVersionError(RetrologError):
     """A run's code version (or a checkpoint object) is not available here; says how to fetch it."""
 
-    exit_code = 5
+    exit_code = 4
 
 
 class StoreError(RetrologError):
     """The metadata store cannot be read or written (damaged, locked, unreachable)."""
 
-    exit_code = 6
+    exit_code = 5
 
 
 class ReplayRefused(RetrologError):
     """A replay would do nothing or cannot be done; the message says why."""
 
-    exit_code = 7
+    exit_code = 6
 
 
 __all__ = [
