@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, select
 
+from .errors import UsageError
 from .project import Project
 from .relational.access import open_store, resolve_project
 from .relational.cache import drop_cache
@@ -21,7 +22,7 @@ from .store import schema
 from .versions import GitRepo
 
 
-class MaintenanceError(RuntimeError):
+class MaintenanceError(UsageError, RuntimeError):
     """The operation is unsafe right now; the message says why."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import RetrologError
 
-class CheckpointError(Exception):
+
+class CheckpointError(RetrologError):
     """Base class of checkpoint errors."""
 
 

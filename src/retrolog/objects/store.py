@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from ..errors import MissingVersionError, StoreError
+
 ALGORITHM = "sha256"
 _DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 _SHARD_RE = re.compile(r"^[0-9a-f]{2}$")
@@ -25,7 +27,7 @@ _REST_RE = re.compile(r"^[0-9a-f]{62}$")
 TEMP_SUFFIX = ".tmp"
 
 
-class ObjectStoreError(Exception):
+class ObjectStoreError(StoreError):
     """Base class of the object store's errors."""
 
 
@@ -33,7 +35,7 @@ class InvalidDigestError(ObjectStoreError, ValueError):
     """A string that is not a well-formed ``sha256:<hex>`` digest (never used to build a path)."""
 
 
-class ObjectNotFoundError(ObjectStoreError, KeyError):
+class ObjectNotFoundError(MissingVersionError, ObjectStoreError, KeyError):
     """The store holds no blob with this digest."""
 
     def __init__(self, digest: str) -> None:

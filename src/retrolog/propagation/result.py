@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from ..errors import RetrologError
 
-class PropagationError(Exception):
+
+class PropagationError(RetrologError):
     """A statement could not be propagated; ``reason`` says why, ``line`` which one."""
+
+    exit_code = 3  # as `retrolog propagate` when it refuses
 
     def __init__(self, reason: str, line: int | None = None, code: str = "no-context") -> None:
         super().__init__(reason)

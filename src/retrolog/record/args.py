@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..errors import UsageError
 
-class ArgumentError(ValueError):
+
+class ArgumentError(UsageError):
     """A ``--kwargs`` override is malformed, unknown or cannot be cast to its default's type."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import text
 
+from ..errors import UsageError
 from ..project import Project, find_project
 from ..record.journal import recover_orphans
 from ..store import Store
@@ -26,7 +27,7 @@ _stores: dict[str, Store] = {}
 _stores_lock = threading.Lock()
 
 
-class QueryError(ValueError):
+class QueryError(UsageError):
     """User SQL was rejected or failed; the message says why."""
 
 

@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import UsageError
+
 LEVEL_ORDER = {"prefix": 0, "suffix": 1, "outer": 2, "inner": 3, "full": 4}
 FORK_SECONDS = 0.12  # a forked task's fixed cost (fork, exit, torch's atexit handlers)
 RESTORE_OVERHEAD_SECONDS = 0.01
@@ -20,7 +22,7 @@ COLLECT_SECONDS = 0.02
 COLLECT_PER_RUN_SECONDS = 0.005
 
 
-class ReplayError(ValueError):
+class ReplayError(UsageError):  # a ValueError too, as it always was
     """The replay cannot be planned; the message says what to change."""
 
 

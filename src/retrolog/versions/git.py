@@ -18,6 +18,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import RetrologError
+
 REF_PREFIX = "refs/retrolog/runs/"
 DEFAULT_MAX_FILE_BYTES = 1 << 20  # changed/untracked files above this are left out of snapshots
 _IDENTITY = {
@@ -28,7 +30,7 @@ _IDENTITY = {
 }
 
 
-class GitError(RuntimeError):
+class GitError(RetrologError, RuntimeError):
     """A git command failed; the message carries git's own words."""
 
 
