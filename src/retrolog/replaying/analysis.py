@@ -1,15 +1,18 @@
 """Static analysis of a training script for replay: statements, loops, levels, dependencies.
 
-Everything here reads the script's syntax tree only. What it cannot see (a loop driven from a
-function called in the main loop, state changed through aliases or globals in other modules) is
-handled conservatively: unknown structure means re-executing everything (level ``full``).
+Everything here reads syntax trees only: the entry script's and the project's other modules'.
+Where a statement runs relative to the main loop (through the functions that call it) is worked
+out in ``layout``; what it cannot see is handled conservatively (level ``inner``, which
+re-executes what the selected iterations run).
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from .layout import Levels, ProjectCode, Reach, combine
 
 
 @dataclass(frozen=True)
@@ -136,18 +139,43 @@ def strip_statements(source: str, statements: Sequence[Statement]) -> str:
 
 
 class ScriptStructure:
-    """Where the main loop and its nested loops are, and what each region reads and writes."""
+    """Where the main loop and its nested loops are, and what each region reads and writes.
 
-    def __init__(self, source: str) -> None:
-        self.tree = ast.parse(source)
-        self.loops: list[LoopInfo] = []
-        self._collect(self.tree, [])
-        top = [
-            loop
-            for loop in self.loops
-            if not any(isinstance(p, ast.For) and self._is_loop_node(p) for p in loop.parents)
-        ]
-        self.main: LoopInfo | None = min(top, key=lambda lp: lp.node.lineno) if top else None
+    ``source`` is the entry script (``path``); ``modules`` the project's other Python files of
+    the same version (path -> source), searched for loops and call sites too. ``main_loop`` and
+    ``nested_loops`` are the names a recorded run ran at depth 1 and inside main-loop iterations;
+    without them (no run recorded yet) the main loop is the first loop of the entry script that
+    is not inside another retrolog loop or in a function called from one (see ``layout``).
+    """
+
+    def __init__(
+        self,
+        source: str,
+        path: str = "<script>",
+        modules: Mapping[str, str] | None = None,
+        main_loop: str | None = None,
+        nested_loops: Iterable[str] | None = None,
+    ) -> None:
+        self.path = path
+        self.code = ProjectCode({**(modules or {}), path: source}, path)
+        if main_loop is not None:
+            found = self.code.find_loops(main_loop)
+            located = found[0] if found else None
+        else:
+            located = self.code.static_main()
+        if located is None or nested_loops is None:
+            nested = self.code.static_nested(located) if located else []
+        else:
+            wanted = set(nested_loops)
+            nested = [lp for lp in self.code.loops if lp.name in wanted and lp is not located]
+        self.levels = Levels(self.code, located, nested)
+        self.main_path = located.path if located else path
+        self.tree = self.code.modules[self.main_path].tree
+        self.loops = [LoopInfo(lp.name, lp.node, lp.parents) for lp in self.code.loops]
+        by_node = {id(info.node): info for info in self.loops}
+        self.main: LoopInfo | None = by_node[id(located.node)] if located else None
+        self._nested = [by_node[id(lp.node)] for lp in nested]
+        self.main_missing = main_loop if main_loop is not None and located is None else None
         self.uses_iteration_blocks = any(_is_api_call(n, "iteration") for n in ast.walk(self.tree))
         self.registered = self._registered_names()
         self.imported = self._imported_names()
@@ -155,56 +183,33 @@ class ScriptStructure:
     def _is_loop_node(self, node: ast.AST) -> bool:
         return any(loop.node is node for loop in self.loops)
 
-    def _collect(self, node: ast.AST, parents: list[ast.AST]) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.For) and _is_api_call(child.iter, "loop"):
-                assert isinstance(child.iter, ast.Call)
-                self.loops.append(LoopInfo(_first_str_arg(child.iter), child, list(parents)))
-            self._collect(child, [*parents, child])
-
     @property
     def nested(self) -> list[LoopInfo]:
-        """Loops inside the main loop with no other retrolog loop between (checkpointed at exit)."""
-        if self.main is None:
-            return []
-        out = []
-        for loop in self.loops:
-            if loop is self.main or self.main.node not in loop.parents:
-                continue
-            between = loop.parents[loop.parents.index(self.main.node) + 1 :]
-            if not any(self._is_loop_node(p) for p in between):
-                out.append(loop)
-        return out
+        """The loops that run inside main-loop iterations (checkpointed at exit), wherever they
+        are in the code: in the main loop's body or in a function it calls."""
+        return list(self._nested)
 
     # -- levels ----------------------------------------------------------------------------
-    def level_of(self, line: int) -> str:
-        """prefix / outer / inner / suffix for a statement at ``line``; ``full`` when unsure."""
-        main = self.main
-        if main is None or self.uses_iteration_blocks:
-            return "full"
-        enclosing = self._enclosing_function(line)
-        main_function = self._enclosing_function(main.node.lineno)
-        if enclosing is not main_function:
-            return "full"  # in a function the main loop may call: its place in time is unknown
-        if line < main.node.lineno:
-            return "prefix"
-        if line > (main.node.end_lineno or main.node.lineno):
-            return "suffix"
-        if line == main.node.lineno:
-            return "full"
-        for loop in self.loops:
-            if loop is not main and main.node in loop.parents and _within(loop.node, line):
-                return "inner" if line != loop.node.lineno else "full"
-        return "outer"
+    def reach(self, path: str | int, line: int | None = None) -> Reach:
+        """When the statement at ``line`` of ``path`` runs (see ``layout.Reach``)."""
+        where, at = (self.path, int(path)) if line is None else (str(path), line)
+        if self.main is None:
+            why = (
+                f"its main loop {self.main_missing!r} is not a `for ... in loop(...)` in the code"
+                if self.main_missing
+                else "no main loop found"
+            )
+            return Reach("full", why=why)
+        return self.levels.reach(where, at)
 
-    def _enclosing_function(self, line: int) -> ast.AST | None:
-        """The innermost function containing ``line`` (None: module level)."""
-        functions = [
-            node
-            for node in ast.walk(self.tree)
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _within(node, line)
-        ]
-        return max(functions, key=lambda node: node.lineno, default=None)
+    def reach_all(self, lines: Mapping[str, Sequence[int]]) -> Reach:
+        """One reach for statements replayed together (file -> their lines)."""
+        return combine(self.reach(path, line) for path, found in lines.items() for line in found)
+
+    def level_of(self, path: str | int, line: int | None = None) -> str:
+        """prefix / outer / inner / suffix for the statement at ``line`` of ``path`` (a line alone:
+        of the entry script); ``full`` only when no main loop exists."""
+        return self.reach(path, line).level
 
     # -- dependencies ----------------------------------------------------------------------
     def _registered_names(self) -> set[str]:

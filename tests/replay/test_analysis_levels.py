@@ -1,0 +1,250 @@
+"""Levels of new statements in realistically laid-out scripts (static analysis only, no runs).
+
+The main loop and its nested loops are given by name, as a recorded run gives them; each case
+places a statement by a marker comment and checks the level replay would plan for it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from retrolog.replaying.analysis import ScriptStructure
+
+MNIST = """\
+import argparse
+
+import torch
+import retrolog
+from model import Net
+
+
+def train(args, model, loader, optimizer, epoch):
+    model.train()
+    # TRAIN_BEFORE
+    for batch_idx, (data, target) in retrolog.loop("step", enumerate(loader)):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.nll_loss(model(data), target)
+        loss.backward()
+        # TRAIN_INNER
+        optimizer.step()
+
+
+def evaluate(model, x):
+    # EVAL
+    return model(x).sum()
+
+
+def test(model, loader):
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for data, target in loader:
+            total += evaluate(model, data).item()
+    # TEST
+    return total
+
+
+def setup():
+    # SETUP
+    return 1
+
+
+def report(value):
+    # REPORT
+    print(value)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    setup()
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    # MAIN_BEFORE
+    with retrolog.checkpointing(model=model, optimizer=optimizer):
+        for epoch in retrolog.loop("epoch", range(1, args.epochs + 1)):
+            train(args, model, [], optimizer, epoch)
+            # MAIN_OUTER
+            test(model, [])
+    # MAIN_AFTER
+    report(1)
+
+
+if __name__ == "__main__":
+    # ENTRY_BEFORE
+    main()
+    # ENTRY_AFTER
+"""
+
+MODEL = """\
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        # INIT
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        # FORWARD
+        return self.fc(x)
+"""
+
+
+def line_of(source: str, marker: str) -> int:
+    """The line after ``marker``'s comment (where the new statement would go)."""
+    return source.splitlines().index(next(s for s in source.splitlines() if marker in s)) + 2
+
+
+def with_line(source: str, marker: str, statement: str = 'retrolog.log("x", 1)') -> str:
+    lines = source.splitlines()
+    index = next(i for i, s in enumerate(lines) if s.strip() == f"# {marker}")
+    indent = lines[index][: len(lines[index]) - len(lines[index].lstrip())]
+    lines.insert(index + 1, indent + statement)
+    return "\n".join(lines) + "\n"
+
+
+def structure(source: str, model: str = MODEL, **names: object) -> ScriptStructure:
+    return ScriptStructure(
+        source,
+        "train.py",
+        modules={"model.py": model},
+        main_loop=names.get("main", "epoch"),  # type: ignore[arg-type]
+        nested_loops=names.get("nested", ["step"]),  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("marker", "level"),
+    [
+        ("TRAIN_INNER", "inner"),  # the batch loop lives in train(), called from the epoch loop
+        ("TRAIN_BEFORE", "outer"),  # in train() but outside its batch loop
+        ("MAIN_OUTER", "outer"),
+        ("TEST", "outer"),  # test() is called from the epoch loop body only
+        ("EVAL", "outer"),  # evaluate() <- test() <- epoch loop: transitively outer
+        ("SETUP", "prefix"),  # setup() is called before the main loop
+        ("MAIN_BEFORE", "prefix"),
+        ("MAIN_AFTER", "suffix"),
+        ("REPORT", "suffix"),  # report() is called after the main loop
+        ("ENTRY_BEFORE", "prefix"),  # module level, before the call that reaches the main loop
+        ("ENTRY_AFTER", "suffix"),
+    ],
+)
+def test_levels_in_an_mnist_style_script(marker: str, level: str) -> None:
+    source = with_line(MNIST, marker)
+    assert structure(source).level_of("train.py", line_of(source, marker)) == level
+
+
+def test_the_batch_loop_first_in_the_file_is_not_the_main_loop_even_without_a_run() -> None:
+    """Without recorded names the main loop is the first loop not reached from another loop."""
+    source = with_line(MNIST, "TRAIN_INNER")
+    static = ScriptStructure(source, "train.py", modules={"model.py": MODEL})
+    assert static.main is not None and static.main.name == "epoch"
+    assert [loop.name for loop in static.nested] == ["step"]
+    assert static.level_of("train.py", line_of(source, "TRAIN_INNER")) == "inner"
+    assert static.level_of(line_of(source, "TEST")) == "outer"  # a line alone: the entry script
+
+
+def test_a_statement_in_the_models_forward_reexecutes_and_runs_the_suffix() -> None:
+    """``forward`` is reached through ``model(x)``: its callers cannot be resolved by name."""
+    model = with_line(MODEL, "FORWARD")
+    reach = structure(MNIST, model).reach("model.py", line_of(model, "FORWARD"))
+    assert reach.level == "inner" and reach.unresolved and reach.suffix and reach.prefix
+    assert not reach.loops  # any nested loop may call it
+    init = with_line(MODEL, "INIT")
+    assert structure(MNIST, init).level_of("model.py", line_of(init, "INIT")) == "inner"
+
+
+def test_a_function_called_from_the_nested_loop_is_inner() -> None:
+    source = MNIST.replace(
+        "        # TRAIN_INNER\n", "        # TRAIN_INNER\n        evaluate(model, data)\n"
+    )
+    source = with_line(source, "EVAL")
+    reach = structure(source).reach("train.py", line_of(source, "EVAL"))
+    assert reach.level == "inner" and reach.loops == frozenset({"step"})
+
+
+def test_a_function_called_before_and_in_the_main_loop_keeps_both_places() -> None:
+    source = MNIST.replace(
+        "    setup()\n    model = Net()", "    test(None, [])\n    model = Net()"
+    )
+    source = with_line(source, "TEST")
+    reach = structure(source).reach("train.py", line_of(source, "TEST"))
+    assert (reach.level, reach.prefix, reach.suffix) == ("outer", True, False)
+
+
+WHILE_STYLE = """\
+import itertools
+import retrolog
+from retrolog import loop
+
+model = object()
+it = 0
+# PREFIX
+for _ in retrolog.loop("iter"):
+    it += 1
+    for micro in loop("micro", range(4)):
+        # INNER
+        pass
+    # OUTER
+    if it >= 10:
+        break
+# SUFFIX
+"""
+
+
+@pytest.mark.parametrize(
+    ("marker", "level"),
+    [("PREFIX", "prefix"), ("INNER", "inner"), ("OUTER", "outer"), ("SUFFIX", "suffix")],
+)
+def test_a_while_style_main_loop_without_an_iterable(marker: str, level: str) -> None:
+    source = with_line(WHILE_STYLE, marker)
+    found = ScriptStructure(source, "train.py", main_loop="iter", nested_loops=["micro"])
+    assert found.level_of("train.py", line_of(source, marker)) == level
+    counted = source.replace('retrolog.loop("iter")', 'retrolog.loop("iter", itertools.count())')
+    found = ScriptStructure(counted, "train.py", main_loop="iter", nested_loops=["micro"])
+    assert found.level_of("train.py", line_of(counted, marker)) == level
+
+
+def test_an_aliased_import_and_a_main_loop_in_another_module() -> None:
+    trainer = """\
+import retrolog as rl
+
+
+def fit(model):
+    for epoch in rl.loop("epoch", range(3)):
+        for step in rl.loop("step", range(2)):
+            # INNER
+            pass
+        # OUTER
+"""
+    trainer = with_line(with_line(trainer, "INNER"), "OUTER")
+    entry = "from trainer import fit as run_training\n\nrun_training(None)\nprint('done')\n"
+    found = ScriptStructure(
+        entry, "train.py", {"trainer.py": trainer}, main_loop="epoch", nested_loops=["step"]
+    )
+    assert found.main is not None and found.main_path == "trainer.py"
+    assert found.level_of("trainer.py", line_of(trainer, "INNER")) == "inner"
+    assert found.level_of("trainer.py", line_of(trainer, "OUTER")) == "outer"
+    assert found.level_of("train.py", 4) == "suffix"  # after the call that reaches the loop
+
+
+def test_full_only_without_a_main_loop() -> None:
+    source = "import retrolog\nretrolog.log('x', 1)\n"
+    assert ScriptStructure(source, "train.py").level_of("train.py", 2) == "full"
+    missing = ScriptStructure(MNIST, "train.py", main_loop="nowhere", nested_loops=[])
+    reach = missing.reach("train.py", line_of(MNIST, "TEST"))
+    assert reach.level == "full" and "nowhere" in reach.why
+
+
+def test_statements_together_take_the_level_that_runs_all_of_them() -> None:
+    source = with_line(with_line(MNIST, "TRAIN_INNER"), "TEST")
+    found = structure(source)
+    inner, outer = line_of(source, "TRAIN_INNER"), line_of(source, "TEST")
+    assert found.reach_all({"train.py": [inner, outer]}).level == "inner"
+    after = line_of(source, "MAIN_AFTER")
+    both = found.reach_all({"train.py": [outer, after]})
+    assert (both.level, both.suffix) == ("outer", True)
