@@ -7,6 +7,7 @@ imported, so it starts fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -14,11 +15,14 @@ from typing import Annotated, Any
 
 import typer
 
+from . import __version__
+from .errors import NotFoundError, RetrologError, UsageError
+
 app = typer.Typer(
     name="retrolog",
     help="Multiversion hindsight logging for ML training: record, query, replay.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
@@ -29,19 +33,114 @@ class Format(str, Enum):
     json = "json"
 
 
+def _existing_dir(ctx: typer.Context, value: Path | None) -> Path | None:
+    """``-C DIR`` must name an existing directory: a typo must not create a store somewhere."""
+    if value is not None and not ctx.resilient_parsing and not value.is_dir():
+        raise NotFoundError(f"no such project directory: {value}")
+    return value
+
+
+def _project_of(ctx: typer.Context) -> Any:
+    """The project a command line names (for completion), or None."""
+    from .relational.access import resolve_project
+
+    value = ctx.params.get("project")
+    if value is not None and not Path(value).is_dir():
+        return None
+    project = resolve_project(value)
+    if not _has_store(project):
+        return None
+    return project
+
+
+def _complete_run_ids(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Run ids for shell completion; completion must never print an error into a shell."""
+    try:
+        from .relational import open_store
+        from .relational.describe import run_ids
+
+        project = _project_of(ctx)
+        ids = run_ids(open_store(project, recover=False)) if project is not None else []
+    except Exception:  # noqa: BLE001 - no completions rather than a traceback in the shell
+        return []
+    return [i for i in ids if i.startswith(incomplete.upper())]
+
+
+def _complete_names(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Logged names and args for shell completion."""
+    try:
+        from .relational import open_store
+        from .relational.describe import known_names
+
+        project = _project_of(ctx)
+        names = known_names(open_store(project, recover=False)) if project is not None else []
+    except Exception:  # noqa: BLE001 - no completions rather than a traceback in the shell
+        return []
+    return [n for n in names if n.startswith(incomplete)]
+
+
+def _has_store(project: Any) -> bool:
+    """False for a project whose default SQLite store was never created (no run recorded)."""
+    prefix = "sqlite:///"
+    if not project.db_url.startswith(prefix) or os.environ.get("RETROLOG_DB"):
+        return True
+    return Path(project.db_url[len(prefix) :]).exists()
+
+
+def _recorded(project: Path | None) -> Any:
+    """The project of ``-C`` (or the cwd), refusing one where nothing was ever recorded rather
+    than creating an empty store there."""
+    from .relational.access import resolve_project
+
+    resolved = resolve_project(project)
+    if not _has_store(resolved):
+        raise NotFoundError(
+            f"no runs recorded in {resolved.root} yet (no {resolved.data_dir.name}/ store); "
+            "record one by running a script that calls retrolog"
+        )
+    return resolved
+
+
 FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
 ProjectOption = Annotated[
     Path | None,
-    typer.Option("--project", "-C", help="Project directory (default: the current one)."),
+    typer.Option(
+        "--project",
+        "-C",
+        help="Project directory (default: the current one).",
+        callback=_existing_dir,
+    ),
+]
+AllOption = Annotated[
+    bool,
+    typer.Option("--all", "-a", help="Every row in table format (default on a terminal: head and tail)."),
 ]
 WhereOption = Annotated[
     str | None, typer.Option("--where", "-w", help="SQL condition over the result's columns.")
 ]
 
 
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"retrolog {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Multiversion hindsight logging for ML training: record, query, replay."""
+
+
 def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"retrolog: {message}", err=True)
-    raise typer.Exit(code)
+    """End the command with ``retrolog: message`` and ``code`` (the entry point prints it)."""
+    error = UsageError(message)
+    error.exit_code = code
+    raise error
 
 
 def _emit(frame: Any, fmt: Format, title: str | None = None) -> None:
@@ -340,6 +439,9 @@ def gc_command(
 
 def main(argv: list[str] | None = None) -> None:
     """Run the typer app (the console script enters through ``retrolog._entry``)."""
+    from .store.limits import set_default_surface
+
+    set_default_surface("cli")  # user queries get the command line's time limit
     app(args=list(sys.argv[1:] if argv is None else argv), prog_name="retrolog")
 
 

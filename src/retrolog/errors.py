@@ -25,6 +25,11 @@ class NotFoundError(UsageError, LookupError):
     Bad input too, so it keeps the exit code 2 that unknown runs have always had."""
 
 
+class QueryTimeout(UsageError):
+    """A query ran past its time limit (``RETROLOG_QUERY_TIMEOUT`` or the surface's default) or
+    was cancelled because its client went away; the message names the limit."""
+
+
 class MissingVersionError(RetrologError):
     """A run's code version (or a checkpoint object) is not available here; says how to fetch it."""
 
@@ -46,6 +51,7 @@ class ReplayRefused(RetrologError):
 __all__ = [
     "MissingVersionError",
     "NotFoundError",
+    "QueryTimeout",
     "ReplayRefused",
     "RetrologError",
     "StoreError",

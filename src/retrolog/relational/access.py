@@ -1,7 +1,9 @@
 """Opening a project's store for reading, and running user SQL read-only.
 
 Every read entry point (Python API, CLI, UI) goes through ``open_store``, which first ingests the
-journals of crashed runs, so users never see half-recorded runs as still running.
+journals of crashed runs, so users never see half-recorded runs as still running. Every user query
+runs under a time limit (``store.limits``): a per-surface default, ``RETROLOG_QUERY_TIMEOUT``
+overriding all of them; a query that runs out raises ``QueryTimedOut`` naming the limit.
 """
 
 from __future__ import annotations
@@ -10,17 +12,19 @@ import atexit
 import re
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import text
 
-from ..errors import UsageError
+from ..errors import QueryTimeout, UsageError
 from ..project import Project, find_project
 from ..record.journal import recover_orphans
 from ..store import Store
+from ..store.limits import QueryLimit, bound_sqlite, current_limit
 from ..store.readonly import authorize_read_only
 
 _stores: dict[str, Store] = {}
@@ -29,6 +33,15 @@ _stores_lock = threading.Lock()
 
 class QueryError(UsageError):
     """User SQL was rejected or failed; the message says why."""
+
+
+class QueryTimedOut(QueryError, QueryTimeout):
+    """User SQL ran past its time limit or lost its client (both ``QueryError`` and
+    ``errors.QueryTimeout``, so every handler of either reports it in one line)."""
+
+
+def _timed_out(limit: QueryLimit) -> QueryTimedOut:
+    return QueryTimedOut(str(limit.error()))
 
 
 def resolve_project(project: Project | str | Path | None) -> Project:
@@ -60,13 +73,15 @@ def _close_stores() -> None:
             store.dispose()
 
 
-def read_only_sqlite(path: Path | str) -> sqlite3.Connection:
+def read_only_sqlite(path: Path | str, limit: QueryLimit | None = None) -> sqlite3.Connection:
     """A connection that can only read: opened ``mode=ro``, ``query_only`` and an authorizer
-    that denies every action but SELECT/READ/FUNCTION (so no ATTACH, PRAGMA or writes)."""
+    that denies every action but SELECT/READ/FUNCTION (so no ATTACH, PRAGMA or writes); its
+    statements stop when ``limit`` (default: the current surface's) expires."""
     uri = Path(path).resolve().as_uri() + "?mode=ro"
     conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
     conn.execute("PRAGMA query_only=1")
     conn.set_authorizer(authorize_read_only)
+    bound_sqlite(conn, limit or current_limit())
     return conn
 
 
@@ -76,22 +91,28 @@ def run_sql(
     """Run one user SELECT read-only and return its result as a DataFrame."""
     if not sql.strip():
         raise QueryError("empty query")
+    limit = current_limit()
     try:
         if store.is_sqlite:
             assert store.path is not None
-            conn = read_only_sqlite(store.path)
+            conn = read_only_sqlite(store.path, limit)
             try:
                 return pd.read_sql_query(sql, conn, params=params)
             finally:
                 conn.close()
         if store.is_postgres:
-            return _run_sql_postgres(store, sql, params)
+            return _run_sql_postgres(store, sql, params, limit)
+        # Other SQLAlchemy databases: no time limit is enforced (docs/reliability.md).
         with store.reader.connect() as sa_conn:
             sa_conn.exec_driver_sql("SET TRANSACTION READ ONLY")
             result = sa_conn.execute(text(sql), params or {})
             return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     except (sqlite3.Error, pd.errors.DatabaseError) as exc:
+        if limit.fired:
+            raise _timed_out(limit) from None
         raise QueryError(_explain(exc)) from None
+    except QueryError:
+        raise
     except Exception as exc:
         if type(exc).__module__.startswith(("sqlalchemy", "psycopg")):
             raise QueryError(_explain_postgres(exc)) from None
@@ -107,7 +128,7 @@ _WRITE_STATES = {"25006", "25001", "25P01", "2D000", "0A000"}
 
 
 def _run_sql_postgres(
-    store: Store, sql: str, params: dict[str, Any] | list[Any] | None
+    store: Store, sql: str, params: dict[str, Any] | list[Any] | None, limit: QueryLimit
 ) -> pd.DataFrame:
     """One user query on PostgreSQL, with three independent guards:
 
@@ -121,6 +142,7 @@ def _run_sql_postgres(
 
     Functions the database role may call (server files for superusers, signalling backends) are
     the role's privileges; give readers a role with SELECT only. Values are always bound.
+    ``limit`` becomes the transaction's ``statement_timeout``; its cancel event, a cancel request.
     """
     if isinstance(params, (list, tuple)):
         raise QueryError("on PostgreSQL, bind parameters by name (:name) with a dict")
@@ -137,29 +159,69 @@ def _run_sql_postgres(
     )
     bound = compiled.construct_params(params or {})
     try:
-        return _read_only_prepared(store, compiled.string, bound)
+        return _read_only_prepared(store, compiled.string, bound, limit)
     except Exception as exc:
         if type(exc).__module__.startswith("psycopg"):
+            if getattr(exc, "sqlstate", None) == _CANCELED:
+                if limit.fired is None:
+                    limit.fired = "timeout"
+                raise _timed_out(limit) from None
             raise QueryError(_explain_postgres(exc, several=";" in body)) from None
         raise
 
 
-def _read_only_prepared(store: Store, sql: str, params: Mapping[str, Any]) -> pd.DataFrame:
+_CANCELED = "57014"  # query_canceled: statement_timeout or a cancel request
+
+
+def _read_only_prepared(
+    store: Store, sql: str, params: Mapping[str, Any], limit: QueryLimit
+) -> pd.DataFrame:
     raw = store.reader.raw_connection()
     try:
         cur: Any = raw.cursor()  # psycopg's own cursor: execute(..., prepare=True)
         try:
             raw.rollback()  # start from a clean state: the next statement opens the transaction
             cur.execute("SET TRANSACTION READ ONLY")
-            cur.execute(sql, params, prepare=True)
-            columns = [d[0] for d in cur.description or ()]
-            rows = cur.fetchall()
+            remaining = limit.remaining_ms()
+            if remaining is not None:  # an int of ours, not user input
+                cur.execute(f"SET LOCAL statement_timeout = {remaining}")
+            with _cancel_on(limit, raw.driver_connection):
+                cur.execute(sql, params, prepare=True)
+                columns = [d[0] for d in cur.description or ()]
+                rows = cur.fetchall()
         finally:
             cur.close()
             raw.rollback()
     finally:
         raw.close()
     return pd.DataFrame(rows, columns=columns)
+
+
+@contextmanager
+def _cancel_on(limit: QueryLimit, connection: Any) -> Iterator[None]:
+    """Send PostgreSQL a cancel request for ``connection`` if ``limit``'s cancel event is set
+    (its client went away) while the block runs."""
+    if limit.cancel is None:
+        yield
+        return
+    done = threading.Event()
+    cancel = limit.cancel
+
+    def watch() -> None:
+        while not done.wait(0.05):
+            if cancel.is_set():
+                limit.fired = "cancelled"
+                with suppress(Exception):  # the query may have just ended
+                    connection.cancel()
+                return
+
+    watcher = threading.Thread(target=watch, name="retrolog-query-cancel", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
 
 
 def _explain_postgres(exc: Exception, several: bool = False) -> str:
@@ -183,6 +245,7 @@ def filter_frame(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     """Rows of ``frame`` matching an SQL WHERE clause, evaluated read-only on an in-memory copy."""
     if not where or not where.strip():
         return frame
+    limit = current_limit()
     conn = sqlite3.connect(":memory:")
     try:
         copy = frame.reset_index(drop=True).copy()
@@ -194,9 +257,12 @@ def filter_frame(frame: pd.DataFrame, where: str) -> pd.DataFrame:
         copy["__row__"] = range(len(copy))
         copy.to_sql("frame", conn, index=False)
         conn.set_authorizer(authorize_read_only)
+        bound_sqlite(conn, limit)
         try:
             rows = [r[0] for r in conn.execute(f"SELECT __row__ FROM frame WHERE {where}")]
         except sqlite3.Error as exc:
+            if limit.fired:
+                raise _timed_out(limit) from None
             raise QueryError(f"bad --where {where!r}: {_explain(exc)}") from None
     finally:
         conn.close()

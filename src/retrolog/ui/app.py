@@ -21,6 +21,7 @@ from ..project import Project
 from . import gitinfo, queries, replays
 from .db import Reader
 from .formatting import FILTERS, jsonable, runs_rows
+from .guard import RequestGuard
 from .series import DEFAULT_RUNS, X_AXES, default_runs, metric_series
 
 HERE = Path(__file__).resolve().parent
@@ -68,6 +69,9 @@ def create_app(
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["X-Frame-Options"] = "DENY"
         return response
+
+    # Outermost: refuse other origins, and stop the queries of clients that went away.
+    app.add_middleware(RequestGuard)
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
