@@ -7,6 +7,7 @@ def test_all_is_pinned() -> None:
     assert sorted(retrolog.__all__) == [
         "ArgumentError",
         "arg",
+        "args",
         "checkpointing",
         "commit",
         "dataframe",
@@ -40,7 +41,8 @@ def test_import_is_light() -> None:
     import subprocess
     import sys
 
-    code = "import sys, retrolog; print(sorted(m for m in ('pandas','sqlalchemy','torch','typer') if m in sys.modules))"
+    # argparse included: its capture is installed without importing it (retrolog._early)
+    code = "import sys, retrolog; print(sorted(m for m in ('pandas','sqlalchemy','torch','typer','argparse') if m in sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout

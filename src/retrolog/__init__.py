@@ -3,7 +3,8 @@
 Record with ``log``/``arg``/``loop``/``iteration``/``checkpointing``/``commit``; query with
 ``dataframe``/``query``/``runs``; log in hindsight with ``replay`` (and ``propagate``, the
 statement placement it uses). Every name is imported on first use (PEP 562), so ``import
-retrolog`` stays cheap in a training script and in ``retrolog propagate``.
+retrolog`` stays cheap in a training script and in ``retrolog propagate``. The import itself only
+takes ``--kwargs`` out of ``sys.argv`` and watches argparse (``retrolog._early``).
 """
 
 from __future__ import annotations
@@ -16,9 +17,15 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
+from . import _early  # noqa: E402  (after __version__: a cheap, stdlib-only module)
+
+_early.take_kwargs()
+_early.watch_argparse()
+
 __all__ = [
     "ArgumentError",
     "arg",
+    "args",
     "checkpointing",
     "commit",
     "dataframe",
@@ -34,6 +41,8 @@ __all__ = [
 _LAZY = {
     "ArgumentError": ("retrolog.record", "ArgumentError"),
     "arg": ("retrolog.record", "arg"),
+    # not "retrolog.record": there `args` is the submodule record/args.py
+    "args": ("retrolog.record.api", "args"),
     "checkpointing": ("retrolog.record", "checkpointing"),
     "commit": ("retrolog.record", "commit"),
     "iteration": ("retrolog.record", "iteration"),

@@ -1,32 +1,37 @@
-"""The recording API: log, arg, loop, iteration, checkpointing, commit.
+"""The recording API: log, arg, args, loop, iteration, checkpointing, commit.
 
 ``log`` is the hot path (called millions of times): when the name was seen before and the value is
 a plain Python scalar it is one tuple append; everything else goes through ``RunSession.log_slow``.
 A run starts at the first call of any of these functions and ends at ``commit()``, at interpreter
-exit, or after each notebook cell that used retrolog.
+exit, or after each notebook cell that used retrolog. The values of the script's own argparse parse
+(captured by ``retrolog._early``) are recorded as args when the main loop starts, so an explicit
+``arg()`` of the same name in the prefix wins (its ``--kwargs`` override included).
 """
 
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import signal
 import sys
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
+from .. import _early
 from .._warn import warn_once
 from ..project import find_project
 from . import values as V
-from .args import ArgumentError, cast_like, extract_kwargs
+from .args import ArgumentError, cast_like, flatten_config
 from .replay_session import REPLAY_ENV, ReplaySession, TaskSpec
 from .session import RunSession
 
 T = TypeVar("T")
+C = TypeVar("C")
 _PLAIN = frozenset({float, int, bool, type(None)})
 
 _session: RunSession | None = None
@@ -43,8 +48,10 @@ def _begin() -> RunSession:
         if _session is not None:
             return _session
         if _overrides is None:
-            argv, _overrides = extract_kwargs(sys.argv)
-            sys.argv[:] = argv
+            _early.take_kwargs()  # `import retrolog` took it already, unless argv changed since
+            if _early.kwargs_error is not None:
+                raise ArgumentError(_early.kwargs_error)
+            _overrides = dict(_early.kwargs_overrides)
         project = find_project()
         script = _script_name(project.root)
         spec_path = os.environ.get(REPLAY_ENV)
@@ -94,16 +101,26 @@ def arg(name: str, default: T) -> T:
     return value
 
 
-def loop(name: str, iterable: Iterable[T]) -> Iterator[T]:
+@overload
+def loop(name: str) -> Iterator[int]: ...
+@overload
+def loop(name: str, iterable: Iterable[T]) -> Iterator[T]: ...
+def loop(name: str, iterable: Iterable[Any] | None = None) -> Iterator[Any]:
     """Iterate ``iterable`` as the loop ``name``: every log inside carries the iteration index.
 
     The outermost loop of a script is its main loop (it shows a progress bar on a terminal).
+    Without an iterable it counts 0, 1, 2, ... for ever: ``for _ in loop("iter"):`` replaces a
+    ``while True:`` loop that ends by ``break``.
     """
+    if iterable is None:
+        iterable = itertools.count()
     problem = V.check_name(name)
     s = _session or _begin()
     if problem:
         warn_once(f"loop:{name!r}", f"retrolog: loop({name!r}, ...) is not tracked: {problem}")
         return iter(iterable)
+    if s.depth == 0 and not s.main_loop_started:
+        _record_parsed(s, strict=True)
     return s.loop(name, iterable)
 
 
@@ -118,6 +135,7 @@ def iteration(name: str, idx: int, value: Any = None) -> Iterator[None]:
         return
     parent, depth = s.ctx, s.depth
     if depth == 0 and not s.main_loop_started:
+        _record_parsed(s, strict=True)
         s._start_main_loop()
     s.ctx, s.depth = s.new_context(name, int(idx), value), depth + 1
     try:
@@ -126,16 +144,114 @@ def iteration(name: str, idx: int, value: Any = None) -> Iterator[None]:
         s.ctx, s.depth = parent, depth
 
 
-@contextmanager
-def checkpointing(**objects: Any) -> Iterator[None]:
-    """Register state (model=, optimizer=, ...) to checkpoint at loop exits inside the block."""
+class _Registration(AbstractContextManager[None]):
+    """What ``checkpointing()`` returns: the objects are registered already; leaving a ``with``
+    block restores the registration that was in place before the call."""
+
+    def __init__(self, session: RunSession, previous: dict[str, Any]) -> None:
+        self._session = session
+        self._previous = previous
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._session.checkpoint_objects = self._previous
+
+
+def checkpointing(**objects: Any) -> AbstractContextManager[None]:
+    """Register state (model=, optimizer=, ...) to checkpoint at loop exits.
+
+    As a plain call the objects stay registered for the rest of the run; as ``with
+    checkpointing(...):`` only inside the block.
+    """
     s = _session or _begin()
     previous = dict(s.checkpoint_objects)
     s.checkpoint_objects.update(objects)
+    return _Registration(s, previous)
+
+
+def args(config: C) -> C:
+    """Record the fields of a config as args in one call; returns ``config`` itself.
+
+    ``config`` is a dict, an ``argparse.Namespace``, a dataclass instance or any object with public
+    attributes; nested dicts (and namespaces, dataclasses) are flattened as ``outer.inner``. For
+    dicts, ``--kwargs key=value`` overrides a key (cast like ``arg`` does) and the dict is updated
+    in place, as it is with the recorded values during a replay. Values that cannot be stored are
+    left out with one warning.
+    """
+    s = _session or _begin()
+    skipped: list[str] = []
+    for name, (container, key, value) in flatten_config(config).items():
+        if V.check_name(name):
+            skipped.append(name)
+            continue
+        if name in s.args:
+            value = s.args[name]
+        else:
+            if name in s.overrides and isinstance(container, dict):
+                value = cast_like(name, s.overrides[name], value)
+                s.unused_overrides.discard(name)
+            stored = _storable(value)
+            if stored is _UNSTORABLE:
+                skipped.append(name)
+                continue
+            s.args[name] = value
+            s.record_arg(name, stored)
+        if isinstance(container, dict):
+            container[key] = value
+    if skipped:
+        warn_once(
+            f"args:{','.join(skipped)}",
+            f"retrolog: args() left out {', '.join(skipped)} (not storable values or names)",
+        )
+    return config
+
+
+_UNSTORABLE = object()
+
+
+def _storable(value: Any) -> Any:
+    """The value as it is stored (paths as strings), or _UNSTORABLE."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    value = V.normalise(value)
     try:
-        yield
-    finally:
-        s.checkpoint_objects = previous
+        V.to_cell(value)
+    except V.UnsupportedValue:
+        return _UNSTORABLE
+    return value
+
+
+def _record_parsed(s: RunSession, strict: bool) -> None:
+    """Record the captured argparse values as args (those an ``arg()`` did not record already).
+
+    ``strict`` (the main loop starts): a ``--kwargs`` override of an argparse value is an error,
+    raised before any training, since argparse owns those values.
+    """
+    if not _early.parsed:
+        return
+    skipped: list[str] = []
+    for name, (value, options) in _early.take_parsed().items():
+        if name in s.args:
+            continue
+        if strict and name in s.unused_overrides:
+            flag = options[0] if options else name
+            raise ArgumentError(
+                f"--kwargs {name}=...: {name!r} is an argparse option of this script; "
+                f"give it as {flag} on the command line instead"
+            )
+        stored = _storable(value)
+        if stored is _UNSTORABLE or V.check_name(name):
+            skipped.append(name)
+            continue
+        s.args[name] = value
+        s.record_arg(name, stored)
+    if skipped:
+        warn_once(
+            "argparse-skipped",
+            f"retrolog: argparse values not recorded as args (not storable): {', '.join(skipped)}",
+        )
 
 
 def commit() -> str | None:
@@ -147,6 +263,10 @@ def commit() -> str | None:
             return None
         _session = None
     status, error = _exit_status or ("finished", None)
+    try:
+        _record_parsed(s, strict=False)
+    except Exception as exc:  # the run must still close
+        warn_once("argparse-record", f"retrolog: could not record the argparse values: {exc!r}")
     s.close(status, error)
     return s.run_id
 

@@ -176,12 +176,26 @@ class RunSession:
                     )
                 )
             completed = True
+        except GeneratorExit:
+            # A `break` (or `return`) out of the main loop is its normal end: a `while True` loop
+            # ends no other way. An exception in the body closes this generator too, but then the
+            # consumer is not at the instruction that drops the loop's iterator (POP_TOP/POP_ITER).
+            import opcode
+
+            consumer = sys._getframe(1)
+            code, at = consumer.f_code.co_code, consumer.f_lasti
+            drops = {opcode.opmap[op] for op in ("POP_TOP", "POP_ITER") if op in opcode.opmap}
+            if 0 <= at < len(code) and code[at] in drops:
+                completed, count = True, index + 1
+                took = time.perf_counter() - iter_start
+                self.events.append(("timing", "iteration", name, cid, index, took, None))
+            raise
         finally:
             self.ctx, self.depth = parent, depth
             elapsed = time.perf_counter() - loop_start
             self._main_loop_end = time.perf_counter()
             self.events.append(("timing", "main", name, parent, None, elapsed, count))
-            # Only a loop that ran to its end is a restorable exit (a break or an exception is not).
+            # Only a loop that ran to its end or was left by a break is a restorable exit.
             if completed and self.checkpoint_objects:
                 self._loop_exited(name, parent, True)
 
