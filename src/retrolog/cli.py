@@ -113,7 +113,9 @@ ProjectOption = Annotated[
 ]
 AllOption = Annotated[
     bool,
-    typer.Option("--all", "-a", help="Every row in table format (default on a terminal: head and tail)."),
+    typer.Option(
+        "--all", "-a", help="Every row in table format (default on a terminal: head and tail)."
+    ),
 ]
 WhereOption = Annotated[
     str | None, typer.Option("--where", "-w", help="SQL condition over the result's columns.")
@@ -143,8 +145,16 @@ def _fail(message: str, code: int = 2) -> None:
     raise error
 
 
-def _emit(frame: Any, fmt: Format, title: str | None = None) -> None:
-    """Print a DataFrame as a rich table, CSV or JSON records."""
+HEAD_ROWS = 20  # rows shown at each end of a long table on a terminal
+RICH_ROWS = 200  # above this, tables are printed as plain aligned text (rich is not linear)
+
+
+def _emit(frame: Any, fmt: Format, title: str | None = None, all_rows: bool = False) -> None:
+    """Print a DataFrame as a table, CSV or JSON records.
+
+    A table on a terminal shows the first and last ``HEAD_ROWS`` rows and the count unless
+    ``all_rows``; piped, or in a file format, every row is written. Cost is linear in the rows.
+    """
     if fmt is Format.csv:
         sys.stdout.write(frame.to_csv(index=False))
         return
@@ -153,22 +163,73 @@ def _emit(frame: Any, fmt: Format, title: str | None = None) -> None:
             frame.to_json(orient="records", date_format="iso", default_handler=str) + "\n"
         )
         return
-    from rich.console import Console
-    from rich.table import Table
+    total = len(frame)
+    clipped = not all_rows and sys.stdout.isatty() and total > 2 * HEAD_ROWS + 1
+    columns = [_column_text(frame[c]) for c in frame.columns] if len(frame.columns) else []
+    if clipped:
+        columns = [[*col[:HEAD_ROWS], "…", *col[-HEAD_ROWS:]] for col in columns]
+    rows = len(columns[0]) if columns else 0
+    if rows <= RICH_ROWS:
+        from rich.console import Console
+        from rich.table import Table
 
-    table = Table(title=title, show_lines=False)
-    for column in frame.columns:
-        table.add_column(str(column), overflow="fold")
-    for row in frame.itertuples(index=False):
-        table.add_row(*[_cell(v) for v in row])
-    Console().print(table)
+        table = Table(title=title, show_lines=False)
+        for column in frame.columns:
+            table.add_column(str(column), overflow="fold")
+        for row in zip(*columns, strict=True):
+            table.add_row(*row)
+        Console().print(table)
+    else:
+        _plain_table(frame, columns)
     if frame.empty:
         typer.echo("(no rows)", err=True)
+    elif clipped:
+        typer.echo(
+            f"({total:,} rows; showing the first and last {HEAD_ROWS}: --all for every row, "
+            "-f csv or -f json for a file)",
+            err=True,
+        )
+
+
+def _plain_table(frame: Any, columns: list[list[str]]) -> None:
+    """Every row as aligned text: numbers right-aligned, one pass per column."""
+    import pandas as pd
+
+    out = []
+    for name, texts in zip(frame.columns, columns, strict=True):
+        width = max(len(str(name)), max(map(len, texts), default=0))
+        right = pd.api.types.is_numeric_dtype(frame[name])
+        pad = str.rjust if right else str.ljust
+        out.append([pad(str(name), width), "-" * width, *(pad(t, width) for t in texts)])
+    write = sys.stdout.write
+    lines = map("  ".join, zip(*out, strict=True))
+    while True:
+        chunk = [line.rstrip() for _, line in zip(range(10_000), lines, strict=False)]
+        if not chunk:
+            break
+        write("\n".join(chunk) + "\n")
+
+
+def _column_text(series: Any) -> list[str]:
+    """One column's cells as text, vectorised per dtype (``_cell`` for the odd ones)."""
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return series.dt.strftime("%Y-%m-%d %H:%M:%S").fillna("").tolist()
+    if pd.api.types.is_float_dtype(series) and series.dtype != object:
+        values = series.to_numpy(dtype="float64", na_value=np.nan).tolist()
+        return ["" if v != v else f"{v:.6g}" for v in values]
+    if pd.api.types.is_integer_dtype(series) and not series.isna().any():
+        return series.astype("int64").astype(str).tolist()
+    return [_cell(v) for v in series.tolist()]
 
 
 def _cell(value: Any) -> str:
     import pandas as pd
 
+    if type(value) is str:
+        return value
     if value is None or (not isinstance(value, (list, dict, str)) and pd.isna(value)):
         return ""
     if isinstance(value, float):
@@ -183,13 +244,14 @@ def runs_command(
     fmt: FormatOption = Format.table, where: WhereOption = None, project: ProjectOption = None
 ) -> None:
     """List runs: status, times, version, script and args."""
-    from .relational import QueryError, runs
+    from .relational import open_store, runs
+    from .relational.describe import run_ids, unique_prefixes
 
-    try:
-        frame = runs(project=project, where=where)
-    except QueryError as exc:
-        _fail(str(exc))
+    resolved = _recorded(project)
+    frame = runs(project=resolved, where=where)
     if fmt is Format.table:
+        short = unique_prefixes(run_ids(open_store(resolved, recover=False)))
+        frame["run_id"] = frame["run_id"].map(short)
         frame = frame.drop(
             columns=[c for c in ("argv", "host", "error", "git_head", "end_time") if c in frame]
         )
@@ -201,43 +263,53 @@ def runs_command(
 @app.command("df")
 def df_command(
     names: Annotated[
-        list[str] | None, typer.Argument(help="Logged names and args to show.")
+        list[str] | None,
+        typer.Argument(help="Logged names and args to show.", autocompletion=_complete_names),
     ] = None,
     fmt: FormatOption = Format.table,
     where: WhereOption = None,
+    all_rows: AllOption = False,
     project: ProjectOption = None,
 ) -> None:
     """One row per run and loop coordinate, one column per NAME (like retrolog.dataframe)."""
-    from .relational import QueryError, dataframe
+    from .relational import dataframe, open_store
+    from .relational.describe import check_names, run_ids, unique_prefixes
 
-    try:
-        frame = dataframe(*(names or []), where=where, project=project)
-    except QueryError as exc:
-        _fail(str(exc))
-    if fmt is Format.table and "version" in frame:
-        frame["version"] = frame["version"].map(lambda v: v[:10] if isinstance(v, str) else v)
-    _emit(frame, fmt)
+    resolved = _recorded(project)
+    frame = dataframe(*(names or []), where=where, project=resolved)
+    store = open_store(resolved, recover=False)
+    unseen = [n for n in names or [] if n not in frame or bool(frame[n].isna().all())]
+    if unseen:  # only then is it worth listing every name the store knows
+        check_names(store, unseen)
+    if fmt is Format.table:
+        if "version" in frame:
+            frame["version"] = frame["version"].map(lambda v: v[:10] if isinstance(v, str) else v)
+        if "run_id" in frame and len(frame):
+            frame["run_id"] = frame["run_id"].map(unique_prefixes(run_ids(store)))
+    _emit(frame, fmt, all_rows=all_rows)
 
 
 @app.command("sql")
 def sql_command(
     statement: Annotated[str, typer.Argument(help="One read-only SELECT.")],
     fmt: FormatOption = Format.table,
+    all_rows: AllOption = False,
     project: ProjectOption = None,
 ) -> None:
     """Run read-only SQL over the tables and views described in docs/data-model.md."""
-    from .relational import QueryError, open_store, run_sql
+    from .relational import open_store, run_sql
 
-    try:
-        frame = run_sql(open_store(project), statement)
-    except QueryError as exc:
-        _fail(str(exc))
-    _emit(frame, fmt)
+    _emit(run_sql(open_store(_recorded(project)), statement), fmt, all_rows=all_rows)
 
 
 @app.command("show")
 def show_command(
-    run_id: Annotated[str, typer.Argument(help="A run id (or a unique prefix of one).")],
+    run_id: Annotated[
+        str,
+        typer.Argument(
+            help="A run id (or a unique prefix of one).", autocompletion=_complete_run_ids
+        ),
+    ],
     fmt: FormatOption = Format.table,
     project: ProjectOption = None,
     diff: Annotated[
@@ -247,10 +319,7 @@ def show_command(
     """A run's facts, args, metrics summary, version and code diff against HEAD."""
     from .relational import describe_run
 
-    try:
-        report = describe_run(run_id, project=project, with_diff=diff)
-    except LookupError as exc:
-        _fail(str(exc))
+    report = describe_run(run_id, project=_recorded(project), with_diff=diff)
     if fmt is Format.json:
         sys.stdout.write(json.dumps(report, default=str, indent=2) + "\n")
         return
@@ -390,7 +459,7 @@ def du_command(fmt: FormatOption = Format.table, project: ProjectOption = None) 
 
     from .maintenance import disk_usage
 
-    rows, total = disk_usage(project)
+    rows, total = disk_usage(_recorded(project))
     frame = pd.DataFrame(
         [r.__dict__ for r in rows], columns=["run_id", "status", "checkpoints", "bytes"]
     )
@@ -401,21 +470,24 @@ def du_command(fmt: FormatOption = Format.table, project: ProjectOption = None) 
 
 @app.command("rm")
 def rm_command(
-    run_ids: Annotated[list[str], typer.Argument(help="Run ids (or unique prefixes) to delete.")],
+    run_ids: Annotated[
+        list[str],
+        typer.Argument(
+            help="Run ids (or unique prefixes) to delete.", autocompletion=_complete_run_ids
+        ),
+    ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     project: ProjectOption = None,
 ) -> None:
     """Delete runs: their rows, replayed values and snapshot refs (then `retrolog gc` frees space)."""
-    from .maintenance import MaintenanceError, delete_runs
+    from .maintenance import delete_runs
 
+    resolved = _recorded(project)
     if not yes and not typer.confirm(
         f"Delete {len(run_ids)} run(s) and all their data?", default=False
     ):
         raise typer.Exit(1)
-    try:
-        deleted = delete_runs(run_ids, project)
-    except (LookupError, MaintenanceError) as exc:
-        _fail(str(exc))
+    deleted = delete_runs(run_ids, resolved)
     typer.echo(f"deleted {len(deleted)} run(s); run `retrolog gc` to free their checkpoint space")
 
 
@@ -427,12 +499,9 @@ def gc_command(
     project: ProjectOption = None,
 ) -> None:
     """Remove checkpoint blobs that no remaining run references."""
-    from .maintenance import MaintenanceError, collect_garbage
+    from .maintenance import collect_garbage
 
-    try:
-        blobs, freed = collect_garbage(project, dry_run=dry_run)
-    except MaintenanceError as exc:
-        _fail(str(exc))
+    blobs, freed = collect_garbage(_recorded(project), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     typer.echo(f"{verb} {blobs} blob(s), {freed:,} bytes")
 
@@ -442,7 +511,30 @@ def main(argv: list[str] | None = None) -> None:
     from .store.limits import set_default_surface
 
     set_default_surface("cli")  # user queries get the command line's time limit
-    app(args=list(sys.argv[1:] if argv is None else argv), prog_name="retrolog")
+    _run(list(sys.argv[1:] if argv is None else argv))
+
+
+def _run(args: list[str]) -> None:
+    """The app without click's own error printing: a click usage error becomes a UsageError,
+    so ``retrolog._entry`` prints every error the same way (one line, its exit code)."""
+    try:
+        code = app(args=args, prog_name="retrolog", standalone_mode=False)
+    except typer.TyperException as exc:  # click's errors (typer vendors click)
+        message = exc.format_message()
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:  # a usage error: say where the usage is explained
+            message = f"{message} (see `{ctx.command_path} --help`)"
+        error = UsageError(message)
+        error.exit_code = exc.exit_code
+        raise error from None
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        raise SystemExit(1) from None
+    except BrokenPipeError:  # `retrolog df loss | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,31 +2,85 @@
 
 from __future__ import annotations
 
+import difflib
 import json
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ..errors import NotFoundError
 from ..project import Project
 from ..record.values import from_cell
-from ..versions import GitError, GitRepo
+from ..versions import GitError, GitRepo, require_version
 from .access import open_store, resolve_project
+
+MIN_PREFIX = 8  # characters of a run id `retrolog runs` shows at least (40 bits of its time)
 
 
 def find_run(store: Any, run_id: str) -> Any:
-    """The runs row whose id is ``run_id`` or starts with it; LookupError if none or ambiguous."""
+    """The runs row whose id is ``run_id`` or starts with it (ids are upper case; a lower-case
+    prefix is accepted). NotFoundError (a LookupError) if none, or if the prefix is ambiguous:
+    the message lists the candidates."""
     rows = store.fetch("SELECT * FROM runs WHERE run_id = :id", {"id": run_id})
-    if not rows:
+    for prefix in dict.fromkeys((run_id, run_id.upper())):
+        if rows or not prefix:
+            break
         rows = store.fetch(
-            "SELECT * FROM runs WHERE substr(run_id, 1, :n) = :prefix",
-            {"n": len(run_id), "prefix": run_id},
+            "SELECT * FROM runs WHERE substr(run_id, 1, :n) = :prefix ORDER BY run_id",
+            {"n": len(prefix), "prefix": prefix},
         )
     if not rows:
-        raise LookupError(f"no run {run_id!r} (see `retrolog runs`)")
+        raise NotFoundError(f"no run {run_id!r} (see `retrolog runs`)")
     if len(rows) > 1:
-        raise LookupError(f"{run_id!r} matches {len(rows)} runs; give more characters")
+        ids = [row._mapping["run_id"] for row in rows]
+        short = unique_prefixes(ids)
+        listed = ", ".join(short[i] for i in ids[:8]) + (", ..." if len(ids) > 8 else "")
+        raise NotFoundError(
+            f"run id prefix {run_id!r} is ambiguous: it matches {len(ids)} runs ({listed}); "
+            "give more characters"
+        )
     return rows[0]
+
+
+def unique_prefixes(ids: Iterable[str], minimum: int = MIN_PREFIX) -> dict[str, str]:
+    """Each id's shortest prefix (at least ``minimum`` characters) that no other id starts with,
+    as git abbreviates commits: neighbours in sorted order are the only ids that can clash."""
+    ordered = sorted(set(ids))
+    out: dict[str, str] = {}
+    for index, run_id in enumerate(ordered):
+        need = minimum
+        for other in ordered[max(index - 1, 0) : index + 2]:
+            if other != run_id:
+                need = max(need, len(os.path.commonprefix([run_id, other])) + 1)
+        out[run_id] = run_id[:need]
+    return out
+
+
+def run_ids(store: Any) -> list[str]:
+    """Every run id of the store, oldest first."""
+    return [row[0] for row in store.fetch("SELECT run_id FROM runs ORDER BY run_id")]
+
+
+def known_names(store: Any) -> list[str]:
+    """Every name a run logged or took as an arg, sorted (for suggestions and completion)."""
+    rows = store.fetch("SELECT DISTINCT name FROM logs UNION SELECT DISTINCT name FROM args")
+    return sorted(row[0] for row in rows)
+
+
+def check_names(store: Any, names: Sequence[str]) -> None:
+    """NotFoundError naming the first of ``names`` that no run ever logged or took as an arg,
+    with the closest known names as suggestions."""
+    known = set(known_names(store))
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise NotFoundError(
+                f"unknown name {name!r}: no run logged it or has it as an arg{hint}"
+            )
 
 
 def describe_run(
@@ -75,6 +129,8 @@ def describe_run(
             entry["max"] = value if entry["max"] is None else max(entry["max"], value)
     report["metrics"] = list(summary.values())
     if with_diff:
+        if run["version"] and proj.in_git:  # a version from another clone: say how to fetch it
+            require_version(proj.root, run["run_id"], run["version"])
         report["diff"], report["diff_note"] = _diff_against_head(proj, run["version"])
     return report
 

@@ -19,8 +19,9 @@ import pandas as pd
 from ..project import Project
 from ..record.values import from_cell
 from ..store import Store
-from .access import filter_frame, open_store
+from .access import open_store
 from .fastpath import nested_frames
+from .where import filter_rows, identifiers
 
 RUN_COLUMNS = ["run_id", "start_time", "version", "script"]
 
@@ -116,7 +117,7 @@ def runs(project: Project | str | Path | None = None, where: str | None = None) 
     table = table.drop(columns=["run"])
     _to_datetime(table, "start_time", "end_time")
     if where:
-        table = filter_frame(table, where)
+        table = filter_rows(table, where)
     return table.reset_index(drop=True)
 
 
@@ -190,7 +191,9 @@ def dataframe(
     """Logged values as a table: one row per run and loop coordinate (see module docstring).
 
     With no names: one row per run with its args and the last value of each metric logged outside
-    every loop. ``where`` is an SQL condition over the result's columns (``"lr > 1e-3 AND epoch >= 5"``).
+    every loop. ``where`` is an SQL condition over the result's columns, and over any arg or
+    logged name it mentions even when not asked for (``"lr > 1e-3 AND epoch >= 5"``); those
+    are fetched for the filter and left out of the result.
     """
     store = open_store(project)
     runs_table = _runs_table(store)[["run", *RUN_COLUMNS]]
@@ -216,6 +219,8 @@ def dataframe(
         return _finish(frame.drop(columns=["run"]), where)
 
     names = tuple(dict.fromkeys(names))
+    asked = names
+    names = (*names, *_where_only_names(store, where, names, set(args["name"])))
     arg_names = [n for n in names if n in set(args["name"])]
     nested_frame: pd.DataFrame | None = None
     run_values = pd.DataFrame(columns=["run", "name", "value"])
@@ -231,12 +236,20 @@ def dataframe(
         if not bool(run_level.all()):
             nested_frame = _pivot_nested(store, logs.loc[~run_level])
         run_values = logs.loc[run_level, ["run", "name", "value"]]
+    own_rows = pd.DataFrame(columns=["run", "name", "value"])
+    if nested_frame is not None:
+        # a name also logged inside loops keeps its values outside loops as rows of their own
+        # (loop columns empty) instead of being broadcast over, and clashing with, its own column
+        inside = run_values["name"].isin([n for n in names if n in nested_frame.columns])
+        own_rows, run_values = run_values.loc[inside], run_values.loc[~inside]
     run_values = pd.concat(
         [run_values, args.loc[args["name"].isin(arg_names), ["run", "name", "value"]]]
     )
     run_wide = _wide(run_values.astype({"value": object})) if not run_values.empty else None
     if nested_frame is not None:
         frame = nested_frame
+        if not own_rows.empty:
+            frame = _with_run_level_rows(frame, own_rows, names)
         if run_wide is not None:
             frame = frame.merge(run_wide, left_on="run", right_index=True, how="left")
     elif run_wide is not None:
@@ -258,7 +271,36 @@ def dataframe(
         if frame[name].dtype == object:
             with contextlib.suppress(ValueError, TypeError):
                 frame[name] = pd.to_numeric(frame[name])
-    return _finish(frame, where)
+    return _finish(frame, where).drop(columns=[n for n in names if n not in asked])
+
+
+def _where_only_names(
+    store: Store, where: str | None, names: Sequence[str], arg_names: set[str]
+) -> list[str]:
+    """Args and logged names that ``where`` mentions but the caller did not ask for."""
+    extra = []
+    for name in identifiers(where or ""):
+        if name in names or name in RUN_COLUMNS:
+            continue
+        if name in arg_names or store.fetch(
+            "SELECT 1 FROM logs WHERE name = :n LIMIT 1", {"n": name}
+        ):
+            extra.append(name)
+    return extra
+
+
+def _with_run_level_rows(
+    frame: pd.DataFrame, own_rows: pd.DataFrame, names: Sequence[str]
+) -> pd.DataFrame:
+    """``frame`` (one row per loop coordinate) plus one row per run for the values those runs
+    logged outside every loop, ordered before the run's loop rows (``_order`` -1)."""
+    wide = _wide(own_rows.astype({"value": object})).reset_index()
+    wide["_order"] = -1
+    loop_cols = [c for c in frame.columns if c not in names and c not in ("run", "_order")]
+    out = pd.concat([wide, frame], ignore_index=True)
+    for column in loop_cols:
+        out[column] = out[column].astype("Int64")
+    return out
 
 
 def _pivot_nested(store: Store, nested: pd.DataFrame) -> pd.DataFrame:
@@ -310,5 +352,5 @@ def _finish(frame: pd.DataFrame, where: str | None) -> pd.DataFrame:
     frame = frame.copy()
     _to_datetime(frame, "start_time")
     if where:
-        frame = filter_frame(frame, where)
+        frame = filter_rows(frame, where)
     return frame.drop(columns=[c for c in ("_order",) if c in frame]).reset_index(drop=True)
