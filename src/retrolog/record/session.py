@@ -110,6 +110,9 @@ class RunSession:
             target=self._flush_loop, name="retrolog-flush", daemon=True
         )
         self._flusher.start()
+        # The run's identity reaches the journal now, not a flush interval later: a run killed
+        # in its first second still says what it was (record/journal.py, docs/reliability.md).
+        self.flush()
 
     def _open_journal(self) -> Journal | None:
         self.project.ensure_data_dir()
@@ -352,6 +355,7 @@ class RunSession:
             warn_once(f"arg:{name}", f"retrolog: arg({name!r}) is used but not recorded: {exc}")
             return
         self.events.append(("arg", name, *cell))
+        self.flush()  # args are durable once arg() returns (once per name: one small write)
 
     # -- background flushing ---------------------------------------------------------------
     def _flush_loop(self) -> None:
@@ -397,6 +401,7 @@ class RunSession:
                 },
             )
         )
+        self.flush()  # the version is durable as soon as it is known
 
     def _drain(self) -> Batch:
         """Take what the training thread buffered: two slice copies, no per-event work here."""
