@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._ids import new_run_id
+from ..errors import MissingVersionError
 from ..project import Project
 from ..record.values import from_cell
 from ..store.readonly import authorize_read_only
 from ..versions import GitError, GitRepo
+from ..versions.remote import missing_version_message, missing_versions_message
 from .analysis import (
     ScriptStructure,
     Statement,
@@ -209,6 +211,7 @@ def build_plan(
     versions: dict[str, VersionScript] = {}
     runs: dict[str, RunData] = {}
     plans: list[RunPlan] = []
+    absent: list[tuple[str, str]] = []  # runs whose version is not in this repository
     for row in (r for r in rows if r.script == script):
         plan = RunPlan(run_id=row.run_id, version=row.version, script=script)
         plans.append(plan)
@@ -218,7 +221,8 @@ def build_plan(
             )
             continue
         if repo is None or not repo.has_commit(row.version):
-            plan.skipped = f"its code version {row.version[:10]} is missing from the repository"
+            plan.skipped = missing_version_message(row.run_id, row.version)
+            absent.append((row.run_id, row.version))
             continue
         if row.version not in versions:
             try:
@@ -241,6 +245,8 @@ def build_plan(
         runs[row.run_id] = load_run(store, row, main_name)
         if plan.level in ("outer", "inner") and not runs[row.run_id].main_ctx:
             plan.skipped = f"no recorded iterations of its main loop {main_name!r}"
+    if absent and len(absent) == len(plans):
+        raise MissingVersionError(missing_versions_message(absent))
     selected = _select(store, [p for p in plans if not p.skipped], runs, versions, where)
     objects_manifests = [c[2] for data in runs.values() for c in data.checkpoints[:1]]
     model = CostModel(

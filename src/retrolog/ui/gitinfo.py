@@ -12,7 +12,7 @@ import subprocess
 from typing import Any
 
 from ..project import Project
-from ..versions import GitError, GitRepo
+from ..versions import GitError, GitRepo, fetch_command
 
 _HEX = re.compile(r"^[0-9a-f]{4,64}$")
 MAX_DIFF_LINES = 20_000
@@ -81,7 +81,10 @@ def diff(project: Project, old: str, new: str) -> tuple[str | None, str | None]:
                 return None, "the repository has no commits to compare with"
             rev = sha
         if not repo.has_commit(rev):
-            return None, f"commit {rev[:10]} is not in this repository (pruned or from elsewhere)"
+            return None, (
+                f"commit {rev[:10]} is not in this repository (recorded in another clone, or "
+                f"pruned); fetch it with `{fetch_command()}`"
+            )
         resolved.append(rev)
     try:
         return repo.diff(resolved[0], resolved[1]), None
