@@ -506,6 +506,35 @@ def gc_command(
     typer.echo(f"{verb} {blobs} blob(s), {freed:,} bytes")
 
 
+RemoteArgument = Annotated[
+    str | None, typer.Argument(help="The git remote (default: origin).", show_default=False)
+]
+
+
+@app.command("push")
+def push_command(remote: RemoteArgument = None, project: ProjectOption = None) -> None:
+    """Push the code versions of recorded runs (hidden refs refs/retrolog/*) to a git remote."""
+    from .relational.access import resolve_project
+    from .versions import push
+
+    transfer = push(resolve_project(project).root, remote)
+    typer.echo(transfer.summary(f"pushed to {transfer.remote}:"))
+    if transfer.rejected:
+        raise typer.Exit(1)
+
+
+@app.command("pull")
+def pull_command(remote: RemoteArgument = None, project: ProjectOption = None) -> None:
+    """Fetch the code versions of runs recorded in other clones from a git remote."""
+    from .relational.access import resolve_project
+    from .versions import pull
+
+    transfer = pull(resolve_project(project).root, remote)
+    typer.echo(transfer.summary(f"pulled from {transfer.remote}:"))
+    if transfer.rejected:
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the typer app (the console script enters through ``retrolog._entry``)."""
     from .store.limits import set_default_surface
