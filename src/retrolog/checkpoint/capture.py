@@ -16,6 +16,11 @@ Supported objects, tried in this order:
   ``GradScaler``, ...;
 * a torch tensor or numpy array (restored in place);
 * a plain ``dict`` or ``list`` (restored in place: cleared and refilled).
+
+Two optional parts make a nested loop skippable on replay (docs/checkpoints.md, loop-carried
+state): ``locals``, the user's variables the loop hands to the code after it (tensors, arrays,
+scalars, strings, bytes, None and tuples/lists/dicts of them), and ``grads``, the ``.grad``
+tensors of registered torch modules (None kept as None) that gradient accumulation leaves behind.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from retrolog.checkpoint.codec import Encoder, TensorLeaf
+import numpy as np
+
+from retrolog.checkpoint.codec import Encoder, TensorLeaf, torch_module
 from retrolog.checkpoint.errors import CaptureError
 from retrolog.checkpoint.kinds import (
     NUMPY_GENERATOR,
@@ -50,6 +57,8 @@ class CapturedState:
     leaves: list[TensorLeaf] = field(repr=False)
     capture_seconds: float
     created: float
+    locals: dict[str, Any] | None = None  # encoded {name: value} of the loop-carried variables
+    grads: dict[str, Any] | None = None  # encoded {module name: {parameter name: grad or None}}
 
     @property
     def nbytes(self) -> int:
@@ -82,8 +91,52 @@ def _state_of(obj: Any, kind: str, record: dict[str, Any], enc: Encoder, name: s
     return obj  # tensor, array, dict, list: the encoder copies them
 
 
-def capture(objects: Mapping[str, Any], *, rng: bool = True) -> CapturedState:
+_PLAIN = frozenset({bool, int, float, str, bytes, type(None)})
+
+
+def uncapturable(value: Any) -> str | None:
+    """None when ``value`` can be a loop-carried variable of a checkpoint (restored with its exact
+    type): torch tensors, numpy arrays and scalars, Python scalars, str, bytes, None, and tuples,
+    lists and dicts of those; else the type name of the first value that cannot."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return None
+    if kind is list or kind is tuple:
+        for item in value:
+            problem = uncapturable(item)
+            if problem is not None:
+                return problem
+        return None
+    if kind is dict:
+        for key, item in value.items():
+            problem = uncapturable(key) or uncapturable(item)
+            if problem is not None:
+                return problem
+        return None
+    torch = torch_module()
+    if torch is not None and kind is torch.Tensor:
+        return None if value.layout == torch.strided else f"{value.layout} tensor"
+    if (
+        isinstance(value, np.ndarray | np.generic)
+        and kind.__module__ == "numpy"
+        and not value.dtype.hasobject
+        and value.dtype.fields is None
+    ):
+        return None
+    return type_name(value)
+
+
+def capture(
+    objects: Mapping[str, Any],
+    *,
+    rng: bool = True,
+    locals: Mapping[str, Any] | None = None,
+    grads: Mapping[str, Any] | None = None,
+) -> CapturedState:
     """Snapshot ``objects`` (name -> live object) and, if ``rng``, the global RNG states.
+
+    ``locals`` (variable name -> value) are copied as values; ``grads`` (name -> torch module)
+    adds the ``.grad`` of every parameter of those modules.
 
     Runs on the training thread and returns quickly: the cost is the device-to-host copy of the
     tensors plus a memory copy. Raises :class:`CaptureError` for an unsupported object or value.
@@ -106,12 +159,25 @@ def capture(objects: Mapping[str, Any], *, rng: bool = True) -> CapturedState:
         record["state"] = enc.encode(state, name)
         records[name] = record
     rng_state = capture_rng(enc) if rng else None
+    encoded_locals = None
+    if locals is not None:
+        encoded_locals = {str(k): enc.encode(v, k) for k, v in locals.items()}
+    encoded_grads = None
+    if grads is not None:
+        encoded_grads = {}
+        for name, module in grads.items():
+            encoded_grads[name] = {
+                pname: enc.encode(param.grad, f"{name}.{pname}.grad")
+                for pname, param in module.named_parameters()
+            }
     return CapturedState(
         objects=records,
         rng=rng_state,
         leaves=enc.leaves,
         capture_seconds=time.perf_counter() - start,
         created=created,
+        locals=encoded_locals,
+        grads=encoded_grads,
     )
 
 

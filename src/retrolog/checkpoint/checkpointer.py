@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
@@ -42,13 +42,23 @@ class Checkpointer:
         self._finished: deque[float] = deque()  # writer seconds of completed saves, in order
 
     def opportunity(
-        self, key: str, objects: Mapping[str, Any], work_seconds: float
+        self,
+        key: str,
+        objects: Mapping[str, Any],
+        work_seconds: float,
+        *,
+        locals: Callable[[], Mapping[str, Any]] | None = None,
+        grads: Mapping[str, Any] | None = None,
     ) -> Future[Manifest] | None:
-        """A loop exited after ``work_seconds`` of training since the previous opportunity."""
+        """A loop exited after ``work_seconds`` of training since the previous opportunity.
+
+        ``locals`` returns the loop-carried variables to capture (called only when saving);
+        ``grads`` names the torch modules whose ``.grad`` tensors to capture.
+        """
         self._drain()
         if not self.policy.should_save(work_seconds):
             return None
-        return self._save(key, objects)
+        return self._save(key, objects, locals, grads)
 
     def save(self, key: str, objects: Mapping[str, Any]) -> Future[Manifest] | None:
         """Checkpoint now, regardless of the policy (its cost is still charged)."""
@@ -71,10 +81,17 @@ class Checkpointer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _save(self, key: str, objects: Mapping[str, Any]) -> Future[Manifest] | None:
+    def _save(
+        self,
+        key: str,
+        objects: Mapping[str, Any],
+        locals: Callable[[], Mapping[str, Any]] | None = None,
+        grads: Mapping[str, Any] | None = None,
+    ) -> Future[Manifest] | None:
         start = time.perf_counter()
         try:
-            captured = capture(objects, rng=self.rng)
+            carried = locals() if locals is not None else None
+            captured = capture(objects, rng=self.rng, locals=carried, grads=grads)
         except CaptureError as exc:
             self.policy.record_save(time.perf_counter() - start, 0.0)
             if not self.capture_errors:

@@ -25,7 +25,7 @@ def reachable(store: ObjectStore, manifest_digests: Iterable[str]) -> dict[str, 
             doc = json.loads(raw)
             blobs = {str(d): int(n) for d, n in doc["blobs"].items()}
             # The blob table is authoritative; also walk the trees in case it were incomplete.
-            for tree in (doc.get("objects"), doc.get("rng")):
+            for tree in (doc.get("objects"), doc.get("rng"), doc.get("locals"), doc.get("grads")):
                 for ref, _lib in iter_blob_refs(tree):
                     blobs.setdefault(ref, -1)
         except (CheckpointUnavailable, ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -9,12 +9,16 @@ unchanged model) is stored once. The manifest is compact JSON::
      "objects": {"model": {"kind": "torch_module", "type": "...", "state": <encoded tree>,
                            "training": {...}, "metadata": {...}}, ...},
      "rng": {"python": ..., "numpy": ..., "torch": {"$tensor": "sha256:..."}},
+     "locals": {"loss": {"$tensor": "sha256:..."}, "X": ...},          (optional)
+     "grads": {"model": {"0.weight": {"$tensor": "sha256:..."}, "0.bias": null}},  (optional)
      "blobs": {"sha256:...": 4194392, ...},
      "stats": {"total_bytes": ..., "new_bytes": ..., "blobs": ..., "new_blobs": ...,
                "capture_seconds": ..., "write_seconds": ..., "write_cpu_seconds": ...}}
 
 ``blobs`` lists every blob the checkpoint references with its size, so garbage collection and
 ``retrolog du`` need one read per manifest and no per-blob calls. No pickle is involved.
+``locals`` and ``grads`` appear only in checkpoints of nested loops whose loop-carried state
+was captured (see capture.py); readers that do not know them ignore them.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class Manifest:
     blobs: dict[str, int]
     stats: CheckpointStats
     size: int  # bytes of the manifest blob itself
+    locals: dict[str, Any] | None = None  # encoded loop-carried variables (None: not captured)
+    grads: dict[str, Any] | None = None  # encoded .grad tensors per module (None: not captured)
 
     @property
     def object_names(self) -> list[str]:
@@ -79,7 +85,7 @@ class Manifest:
 
     def to_json(self) -> dict[str, Any]:
         """The manifest document (everything but the digest and size, which derive from it)."""
-        return {
+        doc = {
             "format": FORMAT,
             "key": self.key,
             "created": self.created,
@@ -88,6 +94,7 @@ class Manifest:
             "blobs": self.blobs,
             "stats": self.stats.__dict__.copy(),
         }
+        return _with_optional(doc, self.locals, self.grads)
 
     @classmethod
     def from_json(cls, digest: str, raw: bytes) -> Manifest:
@@ -111,6 +118,8 @@ class Manifest:
                 blobs=blobs,
                 stats=CheckpointStats.from_json(doc["stats"]),
                 size=len(raw),
+                locals=_optional_dict(doc.get("locals")),
+                grads=_optional_dict(doc.get("grads")),
             )
         except CheckpointUnavailable:
             raise
@@ -189,6 +198,7 @@ def write_checkpoint(
         "blobs": blobs,
         "stats": stats.__dict__.copy(),
     }
+    _with_optional(doc, captured.locals, captured.grads)
     raw = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
     digest = store.put(raw)
     return Manifest(
@@ -200,7 +210,29 @@ def write_checkpoint(
         blobs=blobs,
         stats=stats,
         size=len(raw),
+        locals=captured.locals,
+        grads=captured.grads,
     )
+
+
+def _with_optional(
+    doc: dict[str, Any], locals: dict[str, Any] | None, grads: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Add the optional parts to a manifest document (absent ones stay out of it, so a
+    checkpoint without them is byte-identical to one written before they existed)."""
+    if locals is not None:
+        doc["locals"] = locals
+    if grads is not None:
+        doc["grads"] = grads
+    return doc
+
+
+def _optional_dict(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, got {type(value).__name__}")
+    return value
 
 
 def read_blob(store: ObjectStore, digest: str, what: str = "blob") -> bytes:

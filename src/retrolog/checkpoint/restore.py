@@ -134,12 +134,14 @@ def restore(
     objects: Mapping[str, Any],
     *,
     rng: bool = True,
-) -> None:
+) -> dict[str, Any] | None:
     """Load the checkpoint's state into ``objects`` (name -> live object) in place.
 
     Every name in ``objects`` must be in the checkpoint; checkpointed objects not passed are
     ignored. With ``rng`` the global RNG states are restored too (last, after all objects).
-    ``manifest`` may be a :class:`Manifest` or its digest.
+    ``manifest`` may be a :class:`Manifest` or its digest. Gradients captured for a module in
+    ``objects`` are set on its parameters. Returns the decoded loop-carried variables (name ->
+    value) for the caller to put back where they live, or None when none were captured.
     """
     if isinstance(manifest, str):
         manifest = load_manifest(store, manifest)
@@ -153,9 +155,12 @@ def restore(
     loader = _Loader(store)
     records = {name: manifest.objects[name] for name in objects}
     try:
+        grads = {name: g for name, g in (manifest.grads or {}).items() if name in objects}
         for record in records.values():
             loader.fetch(record.get("state"))
             loader.fetch(record.get("metadata"))
+        loader.fetch(grads)
+        loader.fetch(manifest.locals)
         if rng and manifest.rng:
             loader.fetch(manifest.rng)
         states: dict[str, Any] = {}
@@ -165,6 +170,10 @@ def restore(
             extras[name] = {"metadata": decode(record.get("metadata"), loader)}
             _check(name, objects[name], record, states[name])
         rng_state = decode(manifest.rng, loader) if rng and manifest.rng else None
+        grad_states = {name: decode(tree, loader) for name, tree in grads.items()}
+        for name, state in grad_states.items():
+            _check_grads(name, objects[name], state)
+        carried = decode(manifest.locals, loader) if manifest.locals is not None else None
     except CheckpointUnavailable as exc:
         exc.digest = exc.digest or manifest.digest
         raise
@@ -182,5 +191,36 @@ def restore(
                 digest=manifest.digest,
                 partial=True,
             ) from exc
+    for name, state in grad_states.items():
+        try:
+            _apply_grads(objects[name], state)
+        except Exception as exc:
+            raise CheckpointUnavailable(
+                f"restoring the gradients of {name!r} from checkpoint {manifest.key!r} failed: "
+                f"{exc!r}",
+                digest=manifest.digest,
+                partial=True,
+            ) from exc
     if rng_state is not None:
         restore_rng(rng_state)
+    return carried
+
+
+def _check_grads(name: str, module: Any, state: Any) -> None:
+    """Raise CheckpointUnavailable unless ``state`` has a gradient (or None) of the right shape
+    for every parameter of ``module``."""
+    params = dict(module.named_parameters()) if hasattr(module, "named_parameters") else None
+    if params is None or not isinstance(state, dict) or set(params) != set(state):
+        raise CheckpointUnavailable(f"{name!r}: the checkpointed gradients do not fit the module")
+    for pname, grad in state.items():
+        if grad is not None and tuple(grad.shape) != tuple(params[pname].shape):
+            raise CheckpointUnavailable(
+                f"{name!r}: the gradient of {pname} has shape {tuple(grad.shape)} in the "
+                f"checkpoint but the parameter has {tuple(params[pname].shape)}"
+            )
+
+
+def _apply_grads(module: Any, state: dict[str, Any]) -> None:
+    for pname, param in module.named_parameters():
+        grad = state[pname]
+        param.grad = None if grad is None else grad.to(device=param.device, dtype=param.dtype)
