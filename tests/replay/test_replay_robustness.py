@@ -20,14 +20,14 @@ pytestmark = pytest.mark.slow
 
 ACCUMULATING = TRAIN.replace(
     "        order = torch.randperm(len(batches)).tolist()\n",
-    "        order = torch.randperm(len(batches)).tolist()\n        total = 0.0\n",
+    "        order = torch.randperm(len(batches)).tolist()\n        total = []\n",
 ).replace(
     '            retrolog.log("loss", loss.item())\n',
-    '            retrolog.log("loss", loss.item())\n            total += loss.item()\n',
+    '            retrolog.log("loss", loss.item())\n            total.append(loss.item())\n',
 )
 AVG_STATEMENT = (
     "        # OUTER\n",
-    '        # OUTER\n        retrolog.log("avg_loss", total / len(order))\n',
+    '        # OUTER\n        retrolog.log("avg_loss", sum(total) / len(order))\n',
 )
 
 

@@ -3,24 +3,33 @@
 The coordinator (``retrolog.replaying``) starts the old version of a script with
 ``RETROLOG_REPLAY=<task spec JSON>``. Here, ``arg`` returns the run's recorded values, the main
 loop runs only as far as the task needs, nested loops are either re-executed or skipped by
-restoring the checkpoint taken at their exit, and every logged row goes to the task's output file
-(the coordinator compares and stores them). Nothing is written to the store or to git.
+restoring the checkpoint taken at their exit (registered objects, RNG states, gradients and the
+loop-carried variables, written back into the user's frame), and every logged row goes to the
+task's output file (the coordinator compares and stores them). Nothing is written to the store
+or to git.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import inspect
 import json
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from .._warn import warn_once
 from ..project import Project
 from .journal import Journal
-from .session import RunSession
+from .session import RunSession, _user_frame
+
+if TYPE_CHECKING:
+    from ..code import Carried
 
 REPLAY_ENV = "RETROLOG_REPLAY"
 
@@ -150,24 +159,53 @@ class ReplaySession(RunSession):
             raise ReplayDone()
 
     def _restore_exit(self, name: str) -> bool:
+        """Skip a nested loop: restore its exit checkpoint, loop-carried variables included."""
         assert self.main_index is not None
+        what = f"{name}@{self.main_index}"
         digest = self._checkpoint_by_iteration.get((self.main_index, name))
         if digest is None:
-            self.fallbacks.append(f"{name}@{self.main_index}: no checkpoint, re-executed")
+            self.fallbacks.append(f"{what}: no checkpoint, re-executed")
             return False
-        return self._restore(digest, f"{name}@{self.main_index}")
+        from ..code import carried_at
 
-    def _restore(self, digest: str, what: str) -> bool:
-        """Load a checkpoint into the registered objects; False (and re-execution) on any failure."""
+        frame = _user_frame()
+        carried = carried_at(frame.f_code.co_filename, frame.f_lineno) if frame else None
+        if frame is None or carried is None:
+            self.fallbacks.append(f"{what}: not driven by a for statement here, re-executed")
+            return False
+        return self._restore(digest, what, frame, carried)
+
+    def _restore(
+        self, digest: str, what: str, frame: FrameType | None = None, carried: Carried | None = None
+    ) -> bool:
+        """Load a checkpoint into the registered objects (and, for a nested loop, its carried
+        variables into ``frame``); False (and re-execution) on any failure."""
         try:
-            from ..checkpoint import restore
+            from ..checkpoint import load_manifest, restore
             from ..objects import open_object_store
 
             if self._objects is None:
                 self._objects = open_object_store(self.spec.objects_url)
             if not self.checkpoint_objects:
                 raise RuntimeError("no objects are registered with retrolog.checkpointing() here")
-            restore(self._objects, digest, dict(self.checkpoint_objects))
+            manifest = load_manifest(self._objects, digest)
+            if carried is not None:
+                missing = sorted(carried.names - set(manifest.locals or {}))
+                if missing:
+                    self.fallbacks.append(
+                        f"{what}: the checkpoint lacks {missing[0]!r}, which the code after the "
+                        "loop reads; re-executed"
+                    )
+                    return False
+                if carried.needs_grads and manifest.grads is None and self._has_modules():
+                    self.fallbacks.append(
+                        f"{what}: the checkpoint lacks the gradients the code after the loop "
+                        "uses; re-executed"
+                    )
+                    return False
+            values = restore(self._objects, manifest, dict(self.checkpoint_objects))
+            if frame is not None and carried is not None and values:
+                _write_locals(frame, carried, values)
             self.events.append(("restored", what, digest))
             return True
         except Exception as exc:
@@ -178,6 +216,14 @@ class ReplaySession(RunSession):
             self.fallbacks.append(f"{what}: checkpoint unavailable ({exc}); re-executed")
             return False
 
+    def _has_modules(self) -> bool:
+        from ..checkpoint.codec import torch_module
+
+        torch = torch_module()
+        return torch is not None and any(
+            isinstance(obj, torch.nn.Module) for obj in self.checkpoint_objects.values()
+        )
+
     def _progress(self, index: int | None, total: int | None) -> None:
         with contextlib.suppress(OSError):
             Path(self.spec.progress).write_text(json.dumps({"iteration": index, "total": total}))
@@ -186,3 +232,25 @@ class ReplaySession(RunSession):
         if not self._closed:
             self.events.append(("replay", {"fallbacks": self.fallbacks}))
         super().close(status, error)
+
+
+def _write_locals(frame: FrameType, carried: Carried, values: dict[str, Any]) -> None:
+    """Put restored loop-carried variables back into the user's frame.
+
+    Module level: the script's globals. In a function, ``frame.f_locals`` is a snapshot on Python
+    <= 3.12, written back into the frame's fast locals with ``PyFrame_LocalsToFast`` (what
+    debuggers do); from 3.13 it is a write-through proxy (PEP 667).
+    """
+    if carried.module_level or not frame.f_code.co_flags & inspect.CO_OPTIMIZED:
+        target = frame.f_globals if carried.module_level else frame.f_locals
+        target.update(values)
+        return
+    local = {k: v for k, v in values.items() if k not in carried.global_names}
+    frame.f_globals.update({k: v for k, v in values.items() if k in carried.global_names})
+    if sys.version_info >= (3, 13):
+        proxy = frame.f_locals
+        for key, value in local.items():
+            proxy[key] = value
+        return
+    frame.f_locals.update(local)
+    ctypes.pythonapi.PyFrame_LocalsToFast(ctypes.py_object(frame), ctypes.c_int(0))

@@ -10,6 +10,7 @@ stays in the journal (or, if even that is impossible, in memory and then a rescu
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import socket
@@ -20,6 +21,7 @@ import time
 import warnings
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .._ids import new_run_id
@@ -29,6 +31,7 @@ from . import values as V
 from .journal import SUFFIX, TEXT_SUFFIX, Batch, Journal, batch_size, shape_batch
 
 if TYPE_CHECKING:
+    from ..code import Carried
     from ..store.lite import Database
     from .follower import Follower
 
@@ -265,7 +268,17 @@ class RunSession:
             if is_main:  # the main loop exits once: always save, replay's suffix level needs it
                 future = checkpointer.save(key, objects)
             else:
-                future = checkpointer.opportunity(key, objects, work)
+                carried = self._carried_state(name)
+                if carried is None:
+                    return  # this loop can never be skipped: its checkpoints would be useless
+                values, grads = carried
+                future = checkpointer.opportunity(
+                    key,
+                    objects,
+                    work,
+                    locals=(lambda: values) if values is not None else None,
+                    grads=grads,
+                )
         except Exception as exc:
             warn_once(
                 "checkpoint",
@@ -278,7 +291,64 @@ class RunSession:
             )
         self._last_opportunity = time.perf_counter()
 
+    def _carried_state(
+        self, name: str
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None] | None:
+        """The loop-carried variables and the modules whose gradients to capture at this nested
+        loop's exit (docs/checkpoints.md); None when the loop can never be skipped.
+
+        Runs in the loop's generator as it finishes, so the user's frame executing the ``for``
+        is the first frame outside retrolog. The analysis runs once per loop site; what is left
+        per exit is reading a few names and checking their types.
+        """
+        frame = _user_frame()
+        if frame is None:
+            return None, None
+        sites: dict[tuple[Any, int], _LoopSite] = self.__dict__.setdefault("_carried_sites", {})
+        site = sites.get((frame.f_code, frame.f_lineno))
+        if site is None:
+            from ..code import carried_at
+
+            code = frame.f_code
+            where = f"{os.path.basename(code.co_filename)}:{frame.f_lineno}"
+            site = _LoopSite(carried_at(code.co_filename, frame.f_lineno), where)
+            sites[(code, frame.f_lineno)] = site
+        if site.disabled:
+            return None
+        carried = site.carried
+        if carried is None:  # not a for statement we can see: nothing known to carry
+            return None, None
+        from ..checkpoint.capture import uncapturable
+        from ..checkpoint.codec import torch_module
+
+        values: dict[str, Any] = {}
+        names = frame.f_globals if carried.module_level else frame.f_locals
+        for var in sorted(carried.names):
+            space = frame.f_globals if var in carried.global_names else names
+            problem = uncapturable(space[var]) if var in space else "unbound"
+            if problem is not None:
+                site.disabled = True
+                warn_once(
+                    f"carried:{site.where}",
+                    f"retrolog: the loop {name!r} at {site.where} leaves {var!r} ({problem}) to "
+                    "the code after it, which a checkpoint cannot hold; it is no longer "
+                    "checkpointed in this run and replay will re-execute it",
+                )
+                return None
+            values[var] = space[var]
+        grads = None
+        torch = torch_module()
+        if carried.needs_grads and torch is not None:
+            grads = {
+                key: obj
+                for key, obj in self.checkpoint_objects.items()
+                if isinstance(obj, torch.nn.Module)
+            }
+        return values, grads
+
     def _get_checkpointer(self) -> Any:
+        if self.checkpoint_budget <= 0:
+            return None  # RETROLOG_CHECKPOINT_BUDGET=0: record without checkpoints
         if self._checkpointer is None and not self._checkpointer_failed:
             try:
                 from ..checkpoint import Checkpointer, CheckpointPolicy
@@ -572,18 +642,42 @@ def _delegate_threshold() -> int:
 
 
 def _budget_from_env() -> float:
+    """The checkpoint budget (fraction of training time); 0 records without checkpoints."""
     raw = os.environ.get("RETROLOG_CHECKPOINT_BUDGET", "0.05")
     try:
         value = float(raw)
-        if value > 0:
+        if value >= 0 and math.isfinite(value):
             return value
     except ValueError:
         pass
     warn_once(
         "budget",
-        f"retrolog: RETROLOG_CHECKPOINT_BUDGET={raw!r} is not a positive number; using 0.05",
+        f"retrolog: RETROLOG_CHECKPOINT_BUDGET={raw!r} is not a number >= 0; using 0.05",
     )
     return 0.05
+
+
+class _LoopSite:
+    """A nested loop's ``for`` statement as recording sees it: its carried state (None: not
+    known) and whether a value it carries made its checkpoints useless for the rest of the run."""
+
+    __slots__ = ("carried", "disabled", "where")
+
+    def __init__(self, carried: Carried | None, where: str) -> None:
+        self.carried = carried
+        self.where = where
+        self.disabled = False
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _user_frame() -> FrameType | None:
+    """The innermost frame outside the retrolog package (the user's code that drives a loop)."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    return frame
 
 
 def _seconds_since_process_start() -> float:

@@ -237,15 +237,20 @@ class ScriptStructure:
         A name is an effect of a loop when the loop assigns it, calls a method on it, or stores
         into its items or attributes; module names and checkpointed objects do not count. The
         code that reads effects: the rest of the main loop's body (later iterations included)
-        and everything after the main loop.
+        and everything after the main loop. Names the loop hands to that code by assignment
+        (``retrolog.code.carried_in_tree``) are captured in its exit checkpoints and written back
+        on replay, so they do not count either (replay re-executes when a checkpoint lacks one).
         """
+        from ..code import carried_in_tree
+
         if self.main is None:
             return set()
         outside_reads = _reads(self._suffix_nodes())
         needed: set[str] = set()
         for loop in self.nested:
             reads = outside_reads | _reads([self.main.node], exclude=loop.node)
-            if (self._effects(loop.node) & reads) and loop.name:
+            carried = carried_in_tree(self.tree, loop.node).names
+            if ((self._effects(loop.node) & reads) - carried) and loop.name:
                 needed.add(loop.name)
         return needed
 
