@@ -23,6 +23,7 @@ from .executor import Executor, Job, JobResult
 from .forkserver import ForkServerExecutor, script_imports
 from .plan import Plan, RunPlan, TaskPlan
 from .planner import NOT_SELECTED, RunData, VersionScript
+from .sandbox import Sandboxes
 
 
 @dataclass
@@ -51,17 +52,8 @@ def materialise(
         root = repo.materialise(version, workdir / f"v-{version[:12]}")
         (root / plan.script).parent.mkdir(parents=True, exist_ok=True)
         (root / plan.script).write_text(versions[version].source)
-        _link_untracked(project.root, root)
-        roots[version] = root
+        roots[version] = root  # each task gets its own tree from it (sandbox.Sandboxes)
     return roots
-
-
-def _link_untracked(source: Path, target: Path) -> None:
-    """Make data the snapshot left out (ignored or large files) readable from the replay tree."""
-    for entry in source.iterdir():
-        if entry.name in (".git", ".retrolog") or (target / entry.name).exists():
-            continue
-        (target / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
 
 
 def run_plan(
@@ -85,17 +77,22 @@ def run_plan(
     _record_plan(store, plan, versions)
     try:
         roots = materialise(project, plan, versions, workdir)
-        jobs = [
-            _job(project, plan, task, runs[task.run_id], roots[task.version], workdir)
-            for task in plan.tasks
-        ]
+        sandboxes = Sandboxes(project.root, roots, workdir, allowed=[project.data_dir])
+        jobs = []
+        for task in plan.tasks:
+            scratch = sandboxes.create(task.task_id, task.version).root
+            jobs.append(_job(project, plan, task, runs[task.run_id], scratch, workdir))
+            jobs[-1].env.update(sandboxes.env(task.task_id))
 
         def event(kind: str, task_id: int, info: dict[str, Any]) -> None:
+            if kind == "finished":
+                sandboxes.finished(task_id)
             _update_task(store, plan.replay_id, task_id, kind, info)
             if on_event is not None:
                 on_event(kind, task_id, info)
 
         results = executor.run(jobs, event) if jobs else []
+        sandboxes.apply(results)  # a task during which a user file changed fails
         by_task = {r.task_id: r for r in results}
         for task in plan.tasks:
             _finish_task(store, plan.replay_id, task, by_task[task.task_id])

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from .guard import ENV as SANDBOX_ENV
+from .guard import wrap_argv
+
 LOG_TAIL_BYTES = 8000
 LOST = "retrolog: the process this attempt ran under was lost; the task is started again"
 
@@ -72,9 +75,11 @@ class Subprocesses:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
     def submit(self, job: Job) -> None:
+        # a sandboxed task runs under the copy-on-write guard: `python guard.py SCRIPT ARGS...`
+        argv = wrap_argv(job.argv) if job.env.get(SANDBOX_ENV) else job.argv
         with open(job.log_path, "ab") as log:
             self.procs[job.task_id] = subprocess.Popen(
-                job.argv,
+                argv,
                 cwd=job.cwd,
                 env=job.env,
                 stdout=log,

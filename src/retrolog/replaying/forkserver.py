@@ -61,7 +61,14 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .executor import Backend, EventCallback, Job, JobResult
 
-ALWAYS_PRELOAD = ("retrolog", "retrolog.record", "retrolog.checkpoint", "retrolog.objects")
+ALWAYS_PRELOAD = (
+    "retrolog",
+    "retrolog.record",
+    "retrolog.checkpoint",
+    "retrolog.objects",
+    "retrolog.replaying.guard",  # installed in each sandboxed child before the script runs
+)
+GUARD_MODULE = "retrolog.replaying.guard"
 # imported lazily by nearly every task that uses the key: torch.optim pulls in torch._dynamo
 # (~800 modules, seconds) at the first optimizer; retrolog's checkpoints use safetensors
 IMPLIED_PRELOAD = {
@@ -72,6 +79,7 @@ READY_TIMEOUT = 300.0  # seconds the server may take to import everything
 PERSIST_ENV = "RETROLOG_FORKSERVER_PERSIST"  # 0: a private server per replay, gone at its end
 IDLE_ENV = "RETROLOG_FORKSERVER_IDLE"  # seconds a persistent server waits for the next replay
 DIR_ENV = "RETROLOG_FORKSERVER_DIR"  # where persistent servers keep sockets, pid files, logs
+GUARD_ENV = "RETROLOG_SANDBOX"  # guard.ENV (this file also runs as a script: no package imports)
 DEFAULT_IDLE_SECONDS = 600.0
 _SERVER_FILE = os.path.abspath(__file__)
 _STARTUP_PREFIXES = (
@@ -901,14 +909,19 @@ class _Server:
             if handler is not None and signal.getsignal(sig) is not handler:
                 signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        guard = importlib.import_module(GUARD_MODULE) if env.get(GUARD_ENV) else None
         if reason is not None:
             for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # as subprocess restores them
                 signal.signal(sig, signal.SIG_DFL)
+            if guard is not None:  # the new interpreter installs the guard before the script
+                argv = guard.wrap_argv(argv)
             os.execve(argv[0], argv, env)
         os.environ.clear()
         os.environ.update({**self.import_env, **env})
         _fresh_stdio(bool(env.get("PYTHONUNBUFFERED")))
         _fresh_state()
+        if guard is not None:
+            guard.install(env[GUARD_ENV])  # copy-on-write guard: never write the user's files
         script = os.path.abspath(argv[1])
         sys.argv, sys.orig_argv = argv[1:], argv
         sys.path[:] = self.base_path
