@@ -219,3 +219,59 @@ def test_carried_at_reads_files_and_notices_changes(tmp_path: Path) -> None:
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert carried_at(str(path), 2).names == {"j"}  # type: ignore[union-attr]
+
+
+def test_carried_variables_and_grads_round_trip_through_a_checkpoint(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    from retrolog.checkpoint import load_manifest, restore
+    from retrolog.checkpoint.capture import capture, uncapturable
+    from retrolog.checkpoint.format import write_checkpoint
+    from retrolog.objects import open_object_store
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    model(torch.randn(4, 3)).sum().backward()
+    model[1].bias.grad = None
+    carried = {
+        "loss": torch.tensor(0.25),
+        "batch": (torch.randn(2, 3), np.arange(3)),
+        "history": [1, 2.5, "x", None, b"\x00"],
+        "table": {1: (2, 3), "k": [np.float32(1.5)]},
+    }
+    assert all(uncapturable(v) is None for v in carried.values())
+    store = open_object_store(str(tmp_path / "objects"))
+    state = capture({"model": model}, locals=carried, grads={"model": model})
+    digest = write_checkpoint(store, "k", state).digest
+    expected = {
+        name: p.grad.clone() if p.grad is not None else None for name, p in model.named_parameters()
+    }
+    model.zero_grad(set_to_none=False)
+    values = restore(store, load_manifest(store, digest), {"model": model})
+    assert values is not None and set(values) == set(carried)
+    assert type(values["batch"]) is tuple and type(values["history"]) is list
+    assert torch.equal(values["loss"], carried["loss"])
+    assert torch.equal(values["batch"][0], carried["batch"][0])
+    assert np.array_equal(values["batch"][1], carried["batch"][1])
+    assert values["history"] == carried["history"] and values["table"] == carried["table"]
+    for name, param in model.named_parameters():
+        want = expected[name]
+        assert (param.grad is None) if want is None else torch.equal(param.grad, want)
+    # a checkpoint without carried state restores as before and returns None
+    plain = write_checkpoint(store, "p", capture({"model": model})).digest
+    assert restore(store, plain, {"model": model}) is None
+
+
+def test_what_a_checkpoint_cannot_carry_is_named() -> None:
+    import collections
+
+    import torch
+
+    from retrolog.checkpoint.capture import uncapturable
+
+    assert uncapturable(object()) == "builtins.object"
+    assert uncapturable([1, (2, {"a": lambda: 0})]) == "builtins.function"
+    assert uncapturable(collections.OrderedDict()) == "collections.OrderedDict"
+    assert uncapturable(torch.nn.Parameter(torch.zeros(1))) is not None  # would lose its type
+    assert uncapturable(torch.zeros(2, 2).to_sparse()) is not None
