@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import retrolog
+from retrolog.errors import MissingVersionError
 from retrolog.replaying import ReplayError, replay
 
 from ..conftest import git, run_python, script_env, write_script
@@ -198,9 +199,9 @@ def test_missing_version_is_reported_not_replayable(project: Path) -> None:
     git(project, "reflog", "expire", "--expire=now", "--all")
     git(project, "gc", "-q", "--prune=now")
     write_script(project, with_statements(TRAIN, "weight_norm"))
-    report = replay("weight_norm")
-    assert report.runs[0].fidelity == "not_replayable" and "missing" in report.runs[0].detail
-    assert not report.plan.tasks
+    # Every run lacks its version: an error naming run, commit and the fetch command (exit 4).
+    with pytest.raises(MissingVersionError, match=f"run {run_id}: its code version {version[:12]}"):
+        replay("weight_norm")
 
 
 def test_bad_requests_get_clear_errors(project: Path) -> None:
