@@ -6,6 +6,13 @@ import retrolog
 def test_all_is_pinned() -> None:
     assert sorted(retrolog.__all__) == [
         "ArgumentError",
+        "MissingVersionError",
+        "NotFoundError",
+        "ReplayRefused",
+        "RetrologError",
+        "RetrologWarning",
+        "StoreError",
+        "UsageError",
         "arg",
         "args",
         "checkpointing",
@@ -47,3 +54,26 @@ def test_import_is_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_every_error_retrolog_raises_on_purpose_is_a_retrolog_error() -> None:
+    from retrolog.checkpoint.errors import CheckpointError
+    from retrolog.maintenance import MaintenanceError
+    from retrolog.objects.store import ObjectNotFoundError, ObjectStoreError
+    from retrolog.propagation import PropagationError
+    from retrolog.relational import QueryError
+    from retrolog.replaying import ReplayError
+    from retrolog.versions import GitError
+
+    usage = (retrolog.ArgumentError, QueryError, ReplayError, MaintenanceError)
+    for cls in usage:
+        assert issubclass(cls, retrolog.UsageError) and cls.exit_code == 2, cls
+    assert issubclass(ReplayError, ValueError) and issubclass(MaintenanceError, RuntimeError)
+    assert issubclass(retrolog.NotFoundError, LookupError) and retrolog.NotFoundError.exit_code == 2
+    assert PropagationError.exit_code == 3
+    assert ObjectNotFoundError.exit_code == retrolog.MissingVersionError.exit_code == 4
+    assert issubclass(ObjectNotFoundError, KeyError)
+    assert ObjectStoreError.exit_code == retrolog.StoreError.exit_code == 5
+    assert retrolog.ReplayRefused.exit_code == 6
+    for cls in (CheckpointError, GitError, ObjectStoreError, PropagationError, *usage):
+        assert issubclass(cls, retrolog.RetrologError), cls

@@ -24,6 +24,13 @@ _early.watch_argparse()
 
 __all__ = [
     "ArgumentError",
+    "MissingVersionError",
+    "NotFoundError",
+    "ReplayRefused",
+    "RetrologError",
+    "RetrologWarning",
+    "StoreError",
+    "UsageError",
     "arg",
     "args",
     "checkpointing",
@@ -40,6 +47,14 @@ __all__ = [
 
 _LAZY = {
     "ArgumentError": ("retrolog.record", "ArgumentError"),
+    # the error model (retrolog.errors) and the one warning category
+    "MissingVersionError": ("retrolog.errors", "MissingVersionError"),
+    "NotFoundError": ("retrolog.errors", "NotFoundError"),
+    "ReplayRefused": ("retrolog.errors", "ReplayRefused"),
+    "RetrologError": ("retrolog.errors", "RetrologError"),
+    "RetrologWarning": ("retrolog._warn", "RetrologWarning"),
+    "StoreError": ("retrolog.errors", "StoreError"),
+    "UsageError": ("retrolog.errors", "UsageError"),
     "arg": ("retrolog.record", "arg"),
     # not "retrolog.record": there `args` is the submodule record/args.py
     "args": ("retrolog.record.api", "args"),
