@@ -9,8 +9,10 @@ _said: set[str] = set()
 _lock = threading.Lock()
 
 
-class RetrologWarning(UserWarning):
-    """Something retrolog could not do; training goes on."""
+class RetrologWarning(UserWarning, RuntimeWarning):
+    """Something retrolog could not do; training goes on. The one warning category retrolog
+    uses (filter it with ``-W ignore::retrolog.RetrologWarning``); a RuntimeWarning too, the
+    category some of these warnings had before."""
 
 
 def warn_once(key: str, message: str, stacklevel: int = 3) -> None:

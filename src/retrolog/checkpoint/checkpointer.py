@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
+from retrolog._warn import RetrologWarning
 from retrolog.checkpoint.capture import capture
 from retrolog.checkpoint.errors import CaptureError
 from retrolog.checkpoint.format import Manifest
@@ -98,7 +99,7 @@ class Checkpointer:
                 warnings.warn(
                     f"retrolog: not checkpointing ({exc}); training continues, replay will "
                     "re-execute instead of restoring",
-                    RuntimeWarning,
+                    RetrologWarning,
                     stacklevel=3,
                 )
             self.capture_errors.append(exc)

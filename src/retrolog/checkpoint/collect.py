@@ -6,6 +6,7 @@ import json
 import warnings
 from collections.abc import Iterable
 
+from retrolog._warn import RetrologWarning
 from retrolog.checkpoint.codec import iter_blob_refs
 from retrolog.checkpoint.errors import CheckpointUnavailable
 from retrolog.checkpoint.format import read_blob
@@ -29,7 +30,11 @@ def reachable(store: ObjectStore, manifest_digests: Iterable[str]) -> dict[str, 
                 for ref, _lib in iter_blob_refs(tree):
                     blobs.setdefault(ref, -1)
         except (CheckpointUnavailable, ValueError, KeyError, TypeError, AttributeError) as exc:
-            warnings.warn(f"retrolog: skipping unreadable manifest {digest}: {exc}", stacklevel=2)
+            warnings.warn(
+                f"retrolog: skipping unreadable manifest {digest}: {exc}",
+                RetrologWarning,
+                stacklevel=2,
+            )
             continue
         live[digest] = len(raw)
         live.update(blobs)

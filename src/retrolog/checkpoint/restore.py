@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from retrolog._warn import RetrologWarning
 from retrolog.checkpoint import kinds
 from retrolog.checkpoint.codec import decode, iter_blob_refs
 from retrolog.checkpoint.errors import CaptureError, CheckpointUnavailable
@@ -49,7 +50,7 @@ class _Loader:
                     warnings.warn(
                         f"retrolog: checkpointed tensors lived on {device}, which is not "
                         f"available here ({exc}); they are restored on the CPU",
-                        RuntimeWarning,
+                        RetrologWarning,
                         stacklevel=4,
                     )
         return value

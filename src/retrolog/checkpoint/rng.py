@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from retrolog._warn import RetrologWarning
 from retrolog.checkpoint.codec import Encoder, torch_module
 
 
@@ -51,6 +52,6 @@ def restore_rng(state: dict[str, Any]) -> None:
                     "retrolog: the checkpoint holds CUDA RNG states for "
                     f"{len(cuda_states)} device(s) but this process cannot set them; "
                     "GPU random draws will differ from the recorded run",
-                    RuntimeWarning,
+                    RetrologWarning,
                     stacklevel=3,
                 )

@@ -4,7 +4,7 @@ The queue is bounded (``max_pending`` captured states): when the writer falls be
 blocks the training thread rather than letting host memory grow without limit; that wait is
 training-thread time and the :class:`~retrolog.checkpoint.Checkpointer` charges it to the policy,
 which then spaces checkpoints further apart. Failures never raise on the training thread: each
-one is set on its future, and the first one is also reported as a ``RuntimeWarning``.
+one is set on its future, and the first one is also reported as a ``RetrologWarning``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import weakref
 from concurrent.futures import Future
 from typing import Any
 
+from retrolog._warn import RetrologWarning
 from retrolog.checkpoint.capture import CapturedState
 from retrolog.checkpoint.format import Manifest, write_checkpoint
 from retrolog.objects.store import ObjectStore
@@ -125,6 +126,6 @@ class CheckpointWriter:
                 f"retrolog: writing checkpoint {key!r} to {self.store!r} failed ({exc!r}); "
                 "training continues, replay will re-execute instead of restoring "
                 "(further failures are reported on their futures only)",
-                RuntimeWarning,
+                RetrologWarning,
                 stacklevel=1,
             )

@@ -25,7 +25,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from .._ids import new_run_id
-from .._warn import warn_once
+from .._warn import RetrologWarning, warn_once
 from ..project import Project
 from . import values as V
 from .journal import SUFFIX, TEXT_SUFFIX, Batch, Journal, batch_size, shape_batch
@@ -626,10 +626,15 @@ class RunSession:
             warnings.warn(
                 f"retrolog: the store and journal were unwritable; this run's logs are saved in {path} "
                 f"(copy it into {self.project.journal_dir} and run any retrolog command to import it)",
+                RetrologWarning,
                 stacklevel=2,
             )
         except OSError as exc:
-            warnings.warn(f"retrolog: could not save this run's logs anywhere: {exc}", stacklevel=2)
+            warnings.warn(
+                f"retrolog: could not save this run's logs anywhere: {exc}",
+                RetrologWarning,
+                stacklevel=2,
+            )
 
 
 def _delegate_threshold() -> int:

@@ -58,6 +58,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
+from .._warn import RetrologWarning
+
 if TYPE_CHECKING:
     from .executor import Backend, EventCallback, Job, JobResult
 
@@ -580,7 +582,7 @@ class ForkServerExecutor:
             except (ForkServerError, OSError) as exc:
                 warnings.warn(
                     f"retrolog: no persistent fork server ({exc}); using one for this replay only",
-                    RuntimeWarning,
+                    RetrologWarning,
                     stacklevel=2,
                 )
         client = _ServerClient(interpreter, list(self.preload), env, persist=False)
@@ -674,7 +676,7 @@ class ForkServerExecutor:
         self.fallback_error = str(exc)
         warnings.warn(
             f"retrolog: {exc}\nrunning the remaining replay tasks as plain subprocesses",
-            RuntimeWarning,
+            RetrologWarning,
             stacklevel=3,
         )
         from .executor import Subprocesses
