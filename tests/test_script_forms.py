@@ -252,3 +252,53 @@ def test_checkpointing_call_stays_registered_and_the_block_restores(project: Pat
         "['model']",
         "['model', 'scaler']",
     ]
+
+
+WHILE_STYLE = """
+import torch
+import retrolog
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+model = torch.nn.Linear(3, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+retrolog.checkpointing(model=model, optimizer=optimizer)
+iter_num = 0
+for _ in retrolog.loop("iter"):
+    loss = model(torch.randn(4, 3)).pow(2).mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    retrolog.log("loss", loss.item())
+    iter_num += 1
+    if iter_num >= 4:
+        break
+retrolog.log("done", 1)
+"""
+SUFFIX_STATEMENT = 'retrolog.log("done", 1)\nretrolog.log("w_sum", model.weight.sum().item())\n'
+
+
+@pytest.mark.slow
+def test_a_suffix_statement_replays_from_the_exit_checkpoint_of_a_broken_main_loop(
+    project: Path, tmp_path: Path
+) -> None:
+    from retrolog.replaying import replay
+
+    from .conftest import git
+
+    write_script(project, WHILE_STYLE)
+    git(project, "add", "train.py")
+    git(project, "commit", "-q", "-m", "train")
+    run_python(project, "train.py", **CKPT_ENV)
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    git(reference, "init", "-q")
+    write_script(reference, WHILE_STYLE.replace('retrolog.log("done", 1)\n', SUFFIX_STATEMENT))
+    run_python(reference, "train.py", **CKPT_ENV)
+    expected = list(retrolog.dataframe("w_sum", project=reference)["w_sum"])
+
+    write_script(project, WHILE_STYLE.replace('retrolog.log("done", 1)\n', SUFFIX_STATEMENT))
+    report = replay("w_sum", project=project)
+    assert [r.level for r in report.runs] == ["suffix"], report.summary()
+    assert not [f for r in report.runs for f in r.fallbacks], report.summary()  # restored
+    assert list(retrolog.dataframe("w_sum")["w_sum"]) == expected
