@@ -293,3 +293,24 @@ def test_args_records_a_namespace_and_casts_dict_overrides(project: Path) -> Non
     assert frame.loc[0, "sched.warmup"] == 5
     bad = run_python(project, "train.py", "--kwargs", "sched.warmup=soon", check=False)
     assert bad.returncode != 0 and "sched.warmup='soon'" in bad.stderr
+
+
+def test_argparse_imported_after_retrolog_is_patched_when_it_loads(project: Path) -> None:
+    write_script(
+        project,
+        """
+        import sys
+        import retrolog
+        assert "argparse" not in sys.modules
+        import argparse
+        assert type(argparse.__spec__.loader).__name__ != "_PatchingLoader"  # the real one is back
+        assert not [f for f in sys.meta_path if type(f).__name__ == "_ArgparseFinder"]
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--lr", type=float, default=0.1)
+        args = parser.parse_args()
+        for e in retrolog.loop("epoch", range(1)):
+            retrolog.log("e", e)
+        """,
+    )
+    run_python(project, "train.py", "--lr", "0.4")
+    assert retrolog.runs().loc[0, "lr"] == 0.4
