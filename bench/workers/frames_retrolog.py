@@ -6,7 +6,8 @@ recorded run of the reference workload's shape produces (docs: Store.ingest's do
 a "run" event, 2 args, ``epochs`` epoch contexts each holding ``steps`` step contexts with one
 "loss" row each, one "val_acc" row per epoch, and an "end" event. ``query`` times
 ``retrolog.dataframe("loss")``: the first call of a fresh process (cold, including the lazy import
-of the query stack) and then ``calls`` more calls (warm).
+of the query stack) and then ``calls`` more calls (warm); with "where" in the params, then
+``calls`` calls of ``retrolog.dataframe("loss", where=...)`` (filtered, warm).
 """
 
 import json
@@ -73,9 +74,17 @@ def query() -> dict:
         t1 = perf()
         frame = retrolog.dataframe("loss")
         warm.append(perf() - t1)
+    filtered, filtered_rows = [], None
+    for _ in range(P["calls"] if P.get("where") else 0):
+        t1 = perf()
+        part = retrolog.dataframe("loss", where=P["where"])
+        filtered.append(perf() - t1)
+        filtered_rows = len(part)
     return {
         "cold": cold,
         "warm": warm,
+        "filtered": filtered,
+        "filtered_rows": filtered_rows,
         "rows": len(frame),
         "columns": list(frame.columns),
         "runs": int(frame["run_id"].nunique()),
