@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -58,6 +59,11 @@ def user(tmp_path: Path) -> Path:
     (root / "out" / "ckpt.pt").write_bytes(b"user checkpoint")
     (root / "out" / "arr.npy").write_bytes(b"user array")
     (root / "model.pt").write_bytes(b"user model")
+    (root / "out" / "table.csv").write_text("user table\n")
+    (root / "out" / "raw.bin").write_bytes(b"user raw")
+    with sqlite3.connect(root / "out" / "runs.db") as db:
+        db.execute("CREATE TABLE runs (lr REAL)")
+    db.close()
     (root / "big").mkdir()
     for i in range(30):
         (root / "big" / f"f{i:02}.bin").write_bytes(b"x" * i)
@@ -67,13 +73,15 @@ def user(tmp_path: Path) -> Path:
     return root
 
 
-def sandbox(user: Path, tmp_path: Path, cap: int = 25) -> tuple[Sandboxes, TaskSandbox]:
+def sandbox(
+    user: Path, tmp_path: Path, cap: int = 25, eager: int = 25
+) -> tuple[Sandboxes, TaskSandbox]:
     version = tmp_path / "version"
     version.mkdir(exist_ok=True)
     (version / "train.py").write_text("print('version')\n")
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
-    boxes = Sandboxes(user, {"v1": version}, work, cap=cap)
+    boxes = Sandboxes(user, {"v1": version}, work, cap=cap, eager=eager)
     return boxes, boxes.create(1, "v1")
 
 
@@ -121,6 +129,8 @@ def test_writes_through_links_stay_in_scratch(user: Path, tmp_path: Path) -> Non
         import numpy as np
         import torch
 
+        seen = {}
+
         with open("out/log.txt", "w") as fh:
             fh.write("replay\\n")
         with open("out/a.txt", "a") as fh:
@@ -136,11 +146,20 @@ def test_writes_through_links_stay_in_scratch(user: Path, tmp_path: Path) -> Non
         torch.save({"w": torch.ones(2)}, "out/ckpt.pt")
         np.save("out/arr.npy", np.arange(3))
         shutil.copy("data/train.csv", "model.pt")
+        np.arange(2, dtype=np.uint8).tofile("out/raw.bin")
+        import pandas as pd
+        pd.DataFrame({"a": [1]}).to_csv("out/table.csv", index=False)
+        import sqlite3
+        db = sqlite3.connect("out/runs.db")
+        db.execute("INSERT INTO runs VALUES (0.1)")
+        db.commit()
+        seen["rows"] = db.execute("SELECT count(*) FROM runs").fetchone()[0]
+        db.close()
         os.remove("out/old.txt")
         os.rename("out/log.txt", "out/renamed.txt")
-        seen = {p: open(p, "rb").read().decode("latin-1") for p in
+        seen.update({p: open(p, "rb").read().decode("latin-1") for p in
                 ("out/renamed.txt", "out/a.txt", "out/b.txt", "out/trunc.txt", "out/c.txt",
-                 "model.pt")}
+                 "model.pt", "out/raw.bin", "out/table.csv")})
         seen["links"] = sorted(p for p in os.listdir("out") if os.path.islink("out/" + p))
         seen["ckpt"] = torch.load("out/ckpt.pt")["w"].tolist()
         seen["arr"] = np.load("out/arr.npy").tolist()
@@ -156,11 +175,45 @@ def test_writes_through_links_stay_in_scratch(user: Path, tmp_path: Path) -> Non
     assert seen["out/trunc.txt"] == "os.open"
     assert seen["out/c.txt"] == "us"
     assert seen["model.pt"] == "1,2\n3,4\n"
+    assert seen["out/raw.bin"] == "\x00\x01" and seen["out/table.csv"] == "a\n1\n"
+    assert seen["rows"] == 1
     assert seen["ckpt"] == [1.0, 1.0] and seen["arr"] == [0, 1, 2]
     assert seen["data"] == "1,2\n3,4\n"  # read in place
     assert seen["links"] == []  # old.txt's link deleted, every written link made private
     assert tree_digest(user) == before
     assert (user / "out" / "mode.txt").stat().st_mtime > 1
+
+
+def test_a_directory_left_as_a_link_is_mirrored_when_written_under(
+    user: Path, tmp_path: Path
+) -> None:
+    (user / "big" / "sub").mkdir()
+    (user / "big" / "sub" / "deep.txt").write_text("deep\n")
+    before = tree_digest(user)
+    _boxes, box = sandbox(user, tmp_path, cap=100, eager=5)
+    assert (box.root / "big").is_symlink() and (box.root / "out").is_symlink()
+    proc = run_guarded(
+        box,
+        """
+        import os
+        import torch
+
+        with open("big/sub/deep.txt", "a") as fh:
+            fh.write("replay\\n")
+        torch.save({}, "out/ckpt.pt")
+        with open("out/new.txt", "w") as fh:
+            fh.write("new\\n")
+        print(open("big/sub/deep.txt").read().split(), open("big/f03.bin", "rb").read())
+        print(sorted(os.listdir("big")) == sorted(os.listdir(USER_BIG)))
+        """.replace("USER_BIG", repr(str(user / "big"))),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["['deep', 'replay'] b'xxx'", "True"]
+    for path in ("big", "big/sub", "out"):
+        assert not (box.root / path).is_symlink() and (box.root / path).is_dir()
+    assert os.readlink(box.root / "big" / "f03.bin") == str(user / "big" / "f03.bin")
+    assert (box.root / "out" / "new.txt").read_text() == "new\n"
+    assert tree_digest(user) == before
 
 
 def test_exclusive_create_on_a_link_fails_as_in_the_users_tree(user: Path, tmp_path: Path) -> None:
@@ -295,10 +348,12 @@ def test_a_changed_user_file_fails_the_task(user: Path, tmp_path: Path) -> None:
     boxes, box = sandbox(user, tmp_path)
     assert boxes.finished(box.task_id) == []
     (user / "out" / "a.txt").write_text("changed behind the guard's back\n")
+    (user / "big" / "new.bin").write_bytes(b"created in a linked directory")
     result = JobResult(box.task_id, 0, 1.0, 1, "task output")
     boxes.apply([result])
     assert not result.ok
     assert f"replay changed the user's file {user / 'out' / 'a.txt'}" in result.log_tail
+    assert f"replay changed the user's directory {user / 'big'}" in result.log_tail
 
 
 TRAIN_FILES = """\

@@ -76,6 +76,7 @@ class Policy:
         self.files = {os.path.realpath(p) for p in manifest.get("files", [])}
         self.capped = [os.path.realpath(p) for p in manifest.get("capped", [])]
         self.cap = int(manifest.get("cap", 0))
+        self.budget = self.cap - int(manifest.get("mirrored", 0))  # entries left to mirror lazily
         self._local = threading.local()
 
     # -- the audit hook ------------------------------------------------------------------
@@ -120,6 +121,7 @@ class Policy:
         """Make ``path`` safe to open with ``flags``: a private file if it is a link in scratch;
         ``PermissionError`` if the write would land in the user's files."""
         full = _absolute(path, dir_fd)
+        self._open_up(full)
         parent, name = os.path.split(full)
         parent_real = os.path.realpath(parent)
         target = os.path.join(parent_real, name)
@@ -132,12 +134,55 @@ class Policy:
         """Deleting, renaming or creating a name: harmless in scratch (a link goes, not the
         file it points to), refused in the user's directories."""
         full = _absolute(path, dir_fd)
+        self._open_up(full)
         parent, name = os.path.split(full)
         target = os.path.join(os.path.realpath(parent), name)
         if event == "shutil.rmtree":
             target = os.path.realpath(full)
         if not _inside(target, self.scratch):
             self._refuse_if_protected(target, full, event.split(".")[-1])
+
+    def _open_up(self, full: str) -> None:
+        """Directory links of the scratch tree on the way to ``full`` (directories the sandbox
+        did not mirror up front) become real directories of links, one level at a time, within
+        the task's cap; past it the write is refused (``_refuse_if_protected``)."""
+        rel = os.path.relpath(full, self.scratch) if _inside(full, self.scratch) else ""
+        parts = rel.split(os.sep)[:-1] if rel and rel != "." else []
+        if ".." in parts:
+            return  # resolved by the kernel, not here: the real path decides
+        current = self.scratch
+        for part in parts:
+            current = os.path.join(current, part)
+            if not os.path.islink(current):
+                if not os.path.isdir(current):
+                    return
+                continue
+            real = os.path.realpath(current)
+            if _inside(real, self.scratch):
+                current = real  # a relative link the mirror kept (latest -> out/run3)
+            elif os.path.isdir(real) and not self._mirror_dir(current):
+                return
+
+    def _mirror_dir(self, link: str) -> bool:
+        """Replace the directory link ``link`` by a directory of links to its entries."""
+        source = os.readlink(link)
+        if not os.path.isabs(source):
+            source = os.path.join(os.path.dirname(link), source)
+        try:
+            with os.scandir(source) as it:
+                entries = [(e.name, e.is_dir()) for e in it]
+        except OSError:
+            return False
+        if len(entries) > self.budget:
+            return False
+        self.budget -= len(entries)
+        staging = f"{link}.retrolog-dir-{os.getpid()}-{threading.get_ident()}"
+        os.mkdir(staging)
+        for name, is_dir in entries:
+            os.symlink(os.path.join(source, name), os.path.join(staging, name), is_dir)
+        os.unlink(link)
+        os.rename(staging, link)
+        return True
 
     def _private(self, target: str, flags: int) -> None:
         try:
@@ -169,8 +214,8 @@ class Policy:
         capped = next((c for c in self.capped if _inside(real, c)), None)
         if capped is not None:
             why = (
-                f"it lies under {capped}, which the replay sandbox left as a link to the user's "
-                f"directory (more than {self.cap} entries to mirror)"
+                f"it lies under {capped}, a directory of the user's the replay sandbox could not "
+                f"mirror (more than {self.cap} entries per task, or reached through '..')"
             )
         elif real in self.files or any(_inside(real, p) for p in self.protected):
             why = (

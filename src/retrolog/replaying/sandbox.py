@@ -10,12 +10,15 @@ A replayed script must read the user's ignored data in place but never write the
   become symlinks to the user's files, relative symlinks that stay inside the project are kept
   as they are. ``.git``, ``.retrolog`` and ``__pycache__`` are skipped; virtual environments
   and tool caches stay directory symlinks (read-only for the guard).
-- at most ``cap`` mirrored entries per task, breadth first: a directory whose entries no longer
-  fit stays a directory symlink, and the guard refuses writes under it.
+- up to ``eager`` entries are mirrored up front, breadth first; a directory whose entries no
+  longer fit stays a directory symlink, which the guard turns into a directory of links, one
+  level at a time, when the script writes under it, up to ``cap`` entries per task in all; a
+  write that would need more is refused.
 
 The layout is computed once per version (one walk of the user's tree) and laid out per task.
-Defence in depth: the (size, mtime_ns, inode) of every user file a tree links to is taken before
-the tasks start and compared when each task finishes; a change fails that task with the path.
+Defence in depth: the (size, mtime_ns, inode) of every user file a tree links to, and of every
+user directory it links to, is taken before the tasks start and compared when each task
+finishes; a change fails that task with the path.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from pathlib import Path
 from .executor import JobResult
 from .guard import ENV as SANDBOX_ENV
 
-DEFAULT_CAP = 20_000  # mirrored entries per task
+DEFAULT_CAP = 20_000  # mirrored entries per task, up front and by the guard together
+DEFAULT_EAGER = 1_000  # mirrored up front (a symlink costs 5-100 us, more on a busy disk)
 SKIP_TOP = frozenset({".git", ".retrolog"})
 SKIP_ANY = frozenset({"__pycache__"})
 LINKED_DIRS = frozenset(
@@ -60,7 +64,7 @@ class Layout:
         return len(self.mirrored) + len(self.dir_links) + len(self.symlinks)
 
 
-def plan_layout(project_root: Path, version_root: Path, cap: int = DEFAULT_CAP) -> Layout:
+def plan_layout(project_root: Path, version_root: Path, eager: int = DEFAULT_EAGER) -> Layout:
     """Walk the version tree and the user's tree once: the operations that build a task tree."""
     started = time.perf_counter()
     layout = Layout()
@@ -80,7 +84,7 @@ def plan_layout(project_root: Path, version_root: Path, cap: int = DEFAULT_CAP) 
                     layout.protected.append(real)
             elif name in filenames:
                 layout.hardlinks.append((r, path))
-    _mirror(layout, Path(project_root), version, cap)
+    _mirror(layout, Path(project_root), version, eager)
     layout.seconds = time.perf_counter() - started
     return layout
 
@@ -187,6 +191,10 @@ def fingerprint(path: str) -> Fingerprint | None:
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
+def _kind(path: str) -> str:
+    return "directory" if os.path.isdir(path) else "file"
+
+
 @dataclass
 class TaskSandbox:
     task_id: int
@@ -206,15 +214,23 @@ class Sandboxes:
         workdir: Path,
         allowed: Iterable[Path] = (),
         cap: int = DEFAULT_CAP,
+        eager: int = DEFAULT_EAGER,
     ) -> None:
         self.project_root = Path(project_root)
         self.workdir = Path(workdir)
         self.version_roots = version_roots
         self.allowed = [str(p) for p in allowed] + [str(workdir)]
         self.cap = cap
-        self.layouts = {v: plan_layout(self.project_root, r, cap) for v, r in version_roots.items()}
+        eager = min(eager, cap)
+        self.layouts = {
+            v: plan_layout(self.project_root, r, eager) for v, r in version_roots.items()
+        }
         started = time.perf_counter()
-        targets = {source for layout in self.layouts.values() for _r, source in layout.mirrored}
+        targets = {
+            source
+            for layout in self.layouts.values()
+            for _r, source in [*layout.mirrored, *layout.dir_links]
+        }
         self.baseline = {path: fingerprint(path) for path in targets}
         self.seconds = sum(lay.seconds for lay in self.layouts.values())
         self.seconds += time.perf_counter() - started
@@ -238,6 +254,7 @@ class Sandboxes:
                     "files": layout.files,
                     "capped": layout.capped,
                     "cap": self.cap,
+                    "mirrored": layout.entries,
                 }
             )
         )
@@ -256,7 +273,8 @@ class Sandboxes:
         if sandbox is None:
             return []
         changed = []
-        for _rel, source in self.layouts[sandbox.version].mirrored:
+        layout = self.layouts[sandbox.version]
+        for _rel, source in [*layout.mirrored, *layout.dir_links]:
             if source not in self._reported and fingerprint(source) != self.baseline[source]:
                 self._reported.add(source)
                 changed.append(source)
@@ -273,8 +291,8 @@ class Sandboxes:
             if not changed:
                 continue
             lines = [
-                f"retrolog: replay changed the user's file {path} (or another process wrote it "
-                "while this task ran); the task's values are not kept"
+                f"retrolog: replay changed the user's {_kind(path)} {path} (or another process "
+                "did while this task ran); the task's values are not kept"
                 for path in changed
             ]
             result.returncode = result.returncode or 1
