@@ -16,6 +16,14 @@ on that line gets its value wrapped, giving ``code``; ``refuse``: its context do
 that version; ``skip``: no clear ground truth (the statement's value does not exist there),
 the pair is not evaluated.  ``code`` may be overridden per version (the identifiers that version uses).
 
+Each pair also has a *category* for the per-kind tables: a statement's ``kinds`` list
+(``{"new": [versions], "old": [versions], "kind": "loop-absent"}``, first match wins), else its
+``category``, else ``absent-context`` for refusal pairs and ``regular`` for the rest.  Kinds used:
+``loop-absent`` (the statement is in a loop the old version does not have), ``anchor-after``
+(the line before it is new; the line after it maps), ``names-bound`` (the nearest mapped line
+before it comes, in the old version, before the line that binds a name it reads), ``rename``
+(identifiers it uses are called differently there), ``absent-context`` (must be refused).
+
 A *pair* takes version k with the statement added at its label (the "new" file) and another
 version j (the "old" file): the expected result is j's label.  Backward pairs (j < k) are the
 real use; forward pairs (j > k) are reported separately.
@@ -54,6 +62,10 @@ class Pair:
     @property
     def refuse(self) -> bool:
         return self.expected == "refuse"
+
+    @property
+    def category(self) -> str:
+        return str(self.extra.get("category", "regular"))
 
 
 def _line_of(source: str, text: str, nth: int | None) -> int:
@@ -202,6 +214,16 @@ def code_for(stmt: dict, label: dict | str) -> str:
     return stmt.get("code", "")
 
 
+def category_of(stmt: dict, new_v: str, old_v: str, refuse: bool) -> str:
+    """The kind of one pair, for the per-kind tables (see the module docstring)."""
+    for rule in stmt.get("kinds", []):
+        if new_v in rule["new"] and old_v in rule["old"]:
+            return str(rule["kind"])
+    if refuse:
+        return "absent-context"
+    return str(stmt.get("category", "regular"))
+
+
 def make_pairs(root: Path = CORPUS, directions: tuple[str, ...] = ("backward",)) -> list[Pair]:
     """Every (statement, new version, old version) pair of the corpus, in a stable order."""
     out: list[Pair] = []
@@ -243,7 +265,10 @@ def make_pairs(root: Path = CORPUS, directions: tuple[str, ...] = ("backward",))
                             expected=label_old,
                             direction=direction,
                             extra={
-                                "code": code_for(stmt, label_old) if label_old != "refuse" else None
+                                "code": code_for(stmt, label_old)
+                                if label_old != "refuse"
+                                else None,
+                                "category": category_of(stmt, new_v, old_v, label_old == "refuse"),
                             },
                         )
                     )

@@ -8,6 +8,6 @@ versions is GumTree (top-down, bottom-up, recovery) over Python syntax trees.
 This package imports only the standard library, so that ``retrolog propagate`` starts fast.
 """
 
-from .api import Placement, Propagation, PropagationError, propagate
+from .api import THRESHOLD, Placement, Propagation, PropagationError, propagate
 
-__all__ = ["Placement", "Propagation", "PropagationError", "propagate"]
+__all__ = ["THRESHOLD", "Placement", "Propagation", "PropagationError", "propagate"]

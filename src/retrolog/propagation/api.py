@@ -19,7 +19,13 @@ from .place import Refusal, scope_path
 from .result import Placement, Propagation, PropagationError
 from .targets import contains, find_statement, log_names, wrappers
 
-__all__ = ["Placement", "Propagation", "PropagationError", "propagate"]
+__all__ = ["THRESHOLD", "Placement", "Propagation", "PropagationError", "propagate"]
+
+#: Placements with a confidence below this are refused unless ``min_confidence`` is lowered
+#: (``retrolog replay --accept-low-confidence`` passes 0).  Calibrated on the corpus
+#: (docs/propagation.md, "Confidence"): every backward placement at or above it was right,
+#: while below it fewer than one in five forward placements were.
+THRESHOLD = 0.6
 
 
 def _refusal(old_source: str, reason: str, line: int | None, code: str) -> Propagation:
@@ -35,14 +41,17 @@ def propagate(
     *,
     min_height: int = MIN_HEIGHT,
     min_dice: float = MIN_DICE,
+    min_confidence: float = THRESHOLD,
 ) -> Propagation:
     """Insert the statement(s) at ``line`` of ``new_source`` into ``old_source``.
 
     ``line`` is a 1-based line of the new file (any line of a multi-line statement; the header
     line of a compound statement propagates the whole statement); a sequence propagates several
     statements at once, all or nothing.  ``min_height`` and ``min_dice`` are the GumTree
-    parameters (see docs/propagation.md).  Never raises for a statement that cannot be placed:
-    the returned :class:`Propagation` says why in ``refused``.
+    parameters (see docs/propagation.md).  A placement whose confidence is below
+    ``min_confidence`` (default :data:`THRESHOLD`) is refused with code ``low-confidence``;
+    the refusal keeps the confidence and the warnings.  Never raises for a statement that
+    cannot be placed: the returned :class:`Propagation` says why in ``refused``.
     """
     lines = [line] if isinstance(line, int) else list(line)
     if not lines:
@@ -52,10 +61,34 @@ def propagate(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _propagate(new_source, old_source, lines, min_height, min_dice)
+        result = _propagate(new_source, old_source, lines, min_height, min_dice)
+        return _below(result, old_source, min_confidence)
     finally:
         if collecting:
             gc.enable()
+
+
+def _below(result: Propagation, old_source: str, min_confidence: float) -> Propagation:
+    """``result``, or a ``low-confidence`` refusal if a placement is below the threshold."""
+    if not result.ok or result.confidence >= min_confidence:
+        return result
+    worst = min(result.placements, key=lambda p: p.confidence)
+    where = f"after `{worst.anchor}`" if worst.anchor else "at the start of its block"
+    scope = " > ".join(worst.scope)
+    return Propagation(
+        source=old_source,
+        refused=(
+            f"line {worst.new_line}: the best place found ({where}"
+            + (f" in {scope}" if scope else "")
+            + f") has confidence {worst.confidence:.2f}, below the threshold "
+            f"{min_confidence:.2f}; `--accept-low-confidence` places it anyway"
+        ),
+        refused_line=worst.new_line,
+        refusal_code="low-confidence",
+        confidence=result.confidence,
+        warnings=result.warnings,
+        renames=result.renames,
+    )
 
 
 def _propagate(

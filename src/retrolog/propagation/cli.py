@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--json", action="store_true", help="print the placement report (JSON) instead of the file"
     )
+    p.add_argument(
+        "--accept-low-confidence",
+        action="store_true",
+        help="place the statement even when the placement's confidence is below the threshold",
+    )
     return p
 
 
@@ -58,10 +63,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     from .api import propagate
 
-    result = propagate(new_source, old_source, args.line)
+    if args.accept_low_confidence:
+        result = propagate(new_source, old_source, args.line, min_confidence=0.0)
+    else:
+        result = propagate(new_source, old_source, args.line)
     if result.refused is not None:
         if args.json:
             _print_json(result.to_dict())
+        for w in result.warnings:
+            print(f"retrolog propagate: warning: {w}", file=sys.stderr)
         print(f"retrolog propagate: refused: {result.refused}", file=sys.stderr)
         return EXIT_REFUSED
     if args.output:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 
+from .bindings import BUILTINS, Bindings, binds, producer, reads
 from .insert import (
     Edit,
     Wrap,
@@ -24,7 +25,7 @@ from .insert import (
     wrapper_parts,
 )
 from .matcher import match
-from .place import Anchor, Placer, Refusal, describe, renamed_dump
+from .place import Anchor, Context, Placer, Refusal, describe, renamed, renamed_dump, scope_path
 from .targets import (
     contains,
     contains_name,
@@ -88,6 +89,8 @@ class Engine:
             {n: self._text(self.new_lines, self.tn, n) for n in self.tn.frozen},
             {n: self._text(self.old_lines, self.to, n) for n in self.to.frozen},
         )
+        self.new_bind = Bindings(self.tn)
+        self.old_bind = Bindings(self.to)
         self.old_log_names = log_names(old_mod)
         self.log_names = log_names(new_mod)
         self.nl = newline_of(self.old_lines)
@@ -134,6 +137,12 @@ class Engine:
             },
         }
         pos, indent, ins_block, next_old = self._position(anchor)
+        moved = self._check_reads(subject, names, attrs, block, index, ins_block, next_old, anchor)
+        if moved is not None:
+            anchor, why = moved
+            plan.anchor = anchor
+            plan.warnings.append(why)
+            pos, indent, ins_block, next_old = self._position(anchor)
         plan.block = ins_block
         plan.after_line = pos
         plan.anchor_text = self._anchor_text(anchor)
@@ -141,14 +150,21 @@ class Engine:
         want = renamed_dump(subject, names, attrs)
         kids = self.to.children[ins_block]
         j = kids.index(next_old) if next_old in kids else len(kids)
+        around = []  # the unmatched old statements touching the insertion point
+        i = j - 1
+        while i >= 0 and self.m.bwd[kids[i]] == -1:
+            around.append(kids[i])
+            i -= 1
         while j < len(kids) and self.m.bwd[kids[j]] == -1:
-            old_stmt = self.to.node[kids[j]]
+            around.append(kids[j])
+            j += 1
+        for k in around:
+            old_stmt = self.to.node[k]
             assert isinstance(old_stmt, ast.stmt)
             if ast.dump(old_stmt, include_attributes=False) == want:
                 plan.kind = "present"
                 plan.present_line = old_stmt.lineno
                 break
-            j += 1
         if plan.kind == "insert":
             snippet = cut_statement(self.new_lines, subject, names, attrs)
             plan.warnings.extend(snippet.warnings)
@@ -158,8 +174,7 @@ class Engine:
         if lifted:
             plan.warnings.append(f"inserted with its new enclosing `{lifted}`")
         elif ctx.transparent:
-            outer = ", ".join(f"`{describe(tn, t)}`" for t in ctx.transparent)
-            plan.warnings.append(f"inserted without its new enclosing {outer}")
+            plan.warnings.extend(self._see_through_warnings(ctx, ins_block))
         # following statement: does its counterpart come right after the insertion point?
         blk, idx = ctx.levels[anchor.depth]
         following = placer.next_mapped(blk, idx)
@@ -168,6 +183,107 @@ class Engine:
         next_ok = following == next_old or (following < 0 and next_old == -1)
         plan.confidence = self._confidence(anchor, ctx.transparent, lifted, next_ok, plan)
         return plan
+
+    def _see_through_warnings(self, ctx: Context, ins_block: int) -> list[str]:
+        """What the placement left out: new wrappers, and new loops (values logged once per
+        iteration of the enclosing old block instead of once per iteration of the loop)."""
+        tn = self.tn
+        out = []
+        wrappers = [w for w in ctx.transparent if w not in ctx.absent_loops]
+        if wrappers:
+            outer = ", ".join(f"`{describe(tn, w)}`" for w in wrappers)
+            out.append(f"inserted without its new enclosing {outer}")
+        scope = scope_path(self.to, ins_block) if ins_block >= 0 else []
+        where = f"of `{scope[-1]}`" if scope else "of the old code around it"
+        for loop in ctx.absent_loops:
+            out.append(
+                f"loop absent: `{describe(tn, loop)}` (new line {tn.line[loop]}) does not exist "
+                f"in the old version; placed at the corresponding point of the enclosing body, "
+                f"it runs once per iteration {where}, not once per iteration of that loop"
+            )
+        return out
+
+    def _check_reads(
+        self,
+        subject: ast.stmt,
+        names: dict[str, str],
+        attrs: dict[tuple[str, str], str],
+        block: int,
+        index: int,
+        ins_block: int,
+        next_old: int,
+        anchor: Anchor,
+    ) -> tuple[Anchor, str] | None:
+        """Make sure the names the statement reads are bound where it goes in the old version.
+
+        Only names bound before the statement in the new version count (after renames).
+        When a later statement of the old block binds the missing ones, the statement moves
+        right after it (its anchor becomes the statement producing what it observes); when
+        none does, the statement's defining context is missing: refuse, saying what.
+        Returns the new anchor and a warning, or ``None`` when nothing needs to move.
+        """
+        new_bound = self.new_bind.before(block, index)
+        old_module = self.old_bind.module_names()
+        # the names as the old version will read them: renamed, ``self.x`` -> ``x`` applied
+        old_reads = set(reads(renamed(subject, names, attrs)))
+        needed: dict[str, str] = {}  # old name -> new name
+        for name in reads(subject):
+            if name in BUILTINS or name not in new_bound:
+                continue
+            old_name = names.get(name, name).split(".")[0]
+            if old_name not in old_reads:
+                continue  # ``self`` of ``self.x`` -> ``x``: see below
+            if old_name not in old_module and self._import_for(name) is not None:
+                continue  # an import of it gets added
+            needed.setdefault(old_name, name)
+        for (base, _attr), new_attr in attrs.items():
+            if new_attr.startswith("=") and base in new_bound and new_attr[1:] in old_reads:
+                needed.setdefault(new_attr[1:], f"{base}.{_attr}")
+        if not needed:
+            return None
+        kids = self.to.children[ins_block]
+        j = kids.index(next_old) if next_old in kids else len(kids)
+        bound = self.old_bind.before(ins_block, j) | self.old_bind.external(self.old_mod)
+        missing = [n for n in needed if n not in bound]
+        if not missing or "*" in bound:
+            return None
+        for k in kids[j:]:
+            node = self.to.node[k]
+            if node is not None:
+                bound |= binds(node)
+            if all(n in bound for n in missing):
+                text = strip_eol(self.old_lines[self.to.line[k] - 1]).strip()
+                what = ", ".join(f"`{n}`" for n in missing)
+                return (
+                    Anchor("after", k, 0, anchor.skipped + 1, anchor.crossed_def),
+                    f"placed after old line {self.to.line[k]} (`{text}`), which binds {what}",
+                )
+        name = needed[missing[0]]
+        shown = f"`{missing[0]}`" + (
+            f" (`{name}` in the new version)" if name != missing[0] else ""
+        )
+        k = producer(self.tn, block, index, name)
+        if k == -1:
+            source = ""
+        else:
+            text = strip_eol(self.new_lines[self.tn.line[k] - 1]).strip()
+            if len(text) > 70:
+                text = text[:67] + "..."
+            where = (
+                "which has no counterpart in the old version"
+                if self.m.fwd[k] == -1
+                else f"whose counterpart (old line {self.to.line[self.m.fwd[k]]}) does not "
+                "run before this point"
+            )
+            source = (
+                f": in the new version it comes from new line {self.tn.line[k]} (`{text}`), {where}"
+            )
+        others = [f"`{n}`" for n in missing[1:]]
+        also = f" (nor {', '.join(others)})" if others else ""
+        raise Refusal(
+            f"the statement reads {shown}, which is not bound at its place in the old "
+            f"version{also}{source}"
+        )
 
     def _unliftable(self, block_stmt: ast.stmt) -> str:
         """Why a new ``if``/``with`` block may not be inserted whole ('' if it may).
@@ -346,6 +462,8 @@ class Engine:
             )
         names, attrs = placer.renames(block, stmt)
         plan = Plan(line, stmt, "wrap")
+        if ctx.transparent:
+            plan.warnings.extend(self._see_through_warnings(ctx, to.parent[partner]))
         old_stmt = to.node[partner]
         assert isinstance(old_stmt, ast.stmt)
         plan.after_line = old_stmt.lineno
@@ -399,7 +517,8 @@ class Engine:
             plan.kind = "present"
             plan.present_line = old_stmt.lineno
         exact = tn.iso[node] == to.iso[partner]
-        plan.confidence = round((1.0 if exact else 0.9) * 0.97 ** len(used), 3)
+        seen_through = 0.85 if ctx.transparent else 1.0
+        plan.confidence = round((1.0 if exact else 0.9) * 0.97 ** len(used) * seen_through, 3)
         return plan
 
     def _same_role(self, e: int, partner: int) -> int:

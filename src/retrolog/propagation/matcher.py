@@ -34,7 +34,14 @@ from .mapping import (
     dice,
     header_bag,
 )
-from .recovery import lcs, match_gaps, match_headers, recover
+from .recovery import (
+    lcs,
+    match_gaps,
+    match_headers,
+    match_loop_bodies,
+    realign_loops,
+    recover,
+)
 from .tree import IDENT_KINDS, Tree
 
 __all__ = [
@@ -163,7 +170,9 @@ def _consistent(t1: Tree, t2: Tree, a: int, b: int) -> bool:
             x, y = lab1[a + i], lab2[b + i]
             if fwd.setdefault(x, y) != y or bwd.setdefault(y, x) != x:
                 return False
-    return True
+    # nothing but variables, every one of them different (``acc = evaluate(net, loader)``
+    # against ``loss = criterion(logits, labels)``): the same shape, not the same statement
+    return len(fwd) < 3 or any(x == y for x, y in fwd.items())
 
 
 def _position_distance(m: Mapping, a: int, b: int) -> float:
@@ -363,6 +372,8 @@ def match(
     top_down(m, min_height)
     top_down(m, min_height + 1, fuzzy=True)
     bottom_up(m, min_dice)
+    realign_loops(m)
     match_headers(m)
+    match_loop_bodies(m)
     match_gaps(m)
     return m

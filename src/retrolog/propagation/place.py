@@ -79,6 +79,8 @@ class Context:
         self.crossed = -1
         self.transparent: list[int] = []
         self.lifted = -1
+        # new loops passed through (transparent, around existing code)
+        self.absent_loops: list[int] = []
 
 
 def describe(t: Tree, n: int) -> str:
@@ -158,6 +160,7 @@ class Placer:
         self._attr_votes_file: dict[tuple[str, str], Counter[str]] | None = None
         self._old_names: set[str] | None = None
         self._defs: dict[str, int] | None = None
+        self._scope_cache: dict[int, set[str]] = {}
 
     # ------------------------------------------------------------------ context chain
     def context(self, block: int, index: int) -> Context:
@@ -177,10 +180,10 @@ class Placer:
                     f"(new line {t.line[stmt]}) does not exist in the old version"
                 )
             if kind in LOOP_KINDS:
-                raise Refusal(
-                    f"the enclosing loop `{describe(t, owner)}` (new line {t.line[owner]}) "
-                    "has no counterpart in the old version"
-                )
+                # a loop added around code the old version runs once per enclosing iteration
+                # (micro-steps of gradient accumulation): see through it if it wraps existing
+                # code, checked below once the target block is known
+                ctx.absent_loops.append(owner)
             if kind in DEF_KINDS:
                 ctx.crossed = owner
                 break
@@ -197,14 +200,30 @@ class Placer:
             if self._wraps_existing(wrapper, ctx.target_block):
                 break
             ctx.lifted = wrapper
+        for loop in ctx.absent_loops:
+            # only a new *inner* loop is seen through: one around an existing loop (epochs
+            # around the old step loop, runs around everything) changes what a value means
+            wraps_loop = any(t.kind[d] in LOOP_KINDS and fwd[d] != -1 for d in t.descendants(loop))
+            if wraps_loop or (ctx.lifted != -1 and t.contains(ctx.lifted, loop)):
+                raise Refusal(
+                    f"the enclosing loop `{describe(t, loop)}` (new line {t.line[loop]}) "
+                    "has no counterpart in the old version"
+                )
         return ctx
 
     def _wraps_existing(self, stmt: int, target_block: int) -> bool:
+        """Whether something inside ``stmt`` exists in the target block (directly or as the
+        inlined body of a function it calls)."""
         fwd, is_stmt = self.m.fwd, self.is_stmt_new
-        return any(
-            is_stmt[d] and fwd[d] != -1 and self.lift(fwd[d], target_block) >= 0
-            for d in self.new.descendants(stmt)
-        )
+        for d in self.new.descendants(stmt):
+            if not is_stmt[d]:
+                continue
+            if fwd[d] != -1:
+                if self.lift(fwd[d], target_block) >= 0:
+                    return True
+            elif self._callee(d) != -1 and self._anchor_in(d, target_block) >= 0:
+                return True
+        return False
 
     def _block_mapped(self, block: int) -> bool:
         """Whether a new block has a counterpart whose owner is its owner's counterpart.
@@ -240,9 +259,11 @@ class Placer:
             if y <= 0:
                 return -1
             kind = o.kind[y]
-            if kind in FUNC_KINDS and self._calls(target_block, o.label[y]):
-                # ``x`` is inside a function the target block calls: code that the new
-                # version inlined.  The statement goes into the function, after ``x``.
+            if kind in FUNC_KINDS and self.m.bwd[y] == -1 and self._calls(target_block, o.label[y]):
+                # ``x`` is inside a function the target block calls and that has no
+                # counterpart: code that the new version inlined.  The statement goes into
+                # the function, after ``x``.  (A function both versions have is its own scope:
+                # a statement never moves into it from outside.)
                 return result
             if kind in LOOP_KINDS or kind in DEF_KINDS:
                 return -1
@@ -304,9 +325,10 @@ class Placer:
                     if got >= 0:
                         return got
             return -1
-        if t.kind[s] not in TRANSPARENT_KINDS:
+        if t.kind[s] not in TRANSPARENT_KINDS and t.kind[s] not in LOOP_KINDS:
             return -1
-        # an unmatched wrapper: the last matched statement inside it (not inside a loop)
+        # an unmatched wrapper or new loop: the last matched statement inside it (not inside
+        # a loop nested in it)
         for d in range(s + t.size[s] - 1, s, -1):
             if not self.is_stmt_new[d] or fwd[d] == -1:
                 continue
@@ -327,14 +349,28 @@ class Placer:
         return out
 
     def anchor(self, ctx: Context) -> Anchor:
-        """Find the insertion point for a statement with the given context chain."""
+        """Find the insertion point for a statement with the given context chain.
+
+        The nearest preceding statement with a valid counterpart wins, unless the statement
+        right before this one is new and the one right after it maps: then the statement
+        goes right before that one's counterpart (anchors on both sides, nearest first).
+        """
         skipped = 0
         for depth, (blk, idx) in enumerate(ctx.levels):
             for s in reversed(self.new.children[blk][:idx]):
                 got = self._anchor_in(s, ctx.target_block)
                 if got >= 0:
-                    return Anchor("after", got, depth, skipped, ctx.crossed != -1)
+                    found = Anchor("after", got, depth, skipped, ctx.crossed != -1)
+                    if skipped and depth == 0:
+                        before = self._before_next(ctx, got)
+                        if before is not None:
+                            return before
+                    return found
                 skipped += 1
+            if depth == 0 and not self._after_docstring(blk, idx):
+                before = self._before_next(ctx)
+                if before is not None:
+                    return before
         if ctx.crossed != -1:
             raise Refusal(
                 f"`{describe(self.new, ctx.crossed)}` (new line {self.new.line[ctx.crossed]}) "
@@ -342,6 +378,44 @@ class Placer:
                 "has one"
             )
         return Anchor("start", ctx.target_block, len(ctx.levels) - 1, skipped)
+
+    def _after_docstring(self, block: int, index: int) -> bool:
+        """Whether the statement comes right after its block's docstring (the block start)."""
+        if index != 1:
+            return False
+        first = self.new.node[self.new.children[block][0]]
+        return (
+            isinstance(first, ast.Expr)
+            and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)
+        )
+
+    def _before_next(self, ctx: Context, after: int = -1) -> Anchor | None:
+        """An anchor right before the counterpart of the statement following this one.
+
+        Only when that statement maps directly into the target block (not lifted out of an
+        ``if`` or through a ``with``) and, given the preceding anchor ``after``, comes after
+        it in the same old block (when the two disagree on the order, the block was
+        reordered and the preceding statement stays the reference); ``None`` otherwise.
+        """
+        blk, idx = ctx.levels[0]
+        kids = self.new.children[blk]
+        if idx >= len(kids):
+            return None
+        x = self.m.fwd[kids[idx]]
+        if x == -1 or self.lift(x, ctx.target_block) != x:
+            return None
+        oblk = self.old.parent[x]
+        if ctx.target_block != -1 and oblk != ctx.target_block:
+            return None
+        okids = self.old.children[oblk]
+        i = okids.index(x)
+        if after != -1 and (after not in okids or okids.index(after) >= i):
+            return None
+        crossed = ctx.crossed != -1
+        if i > 0:
+            return Anchor("after", okids[i - 1], 0, 0, crossed)
+        return Anchor("start", oblk, 0, 0, crossed)
 
     def next_mapped(self, block: int, index: int) -> int:
         """The old counterpart of the first matched statement at or after ``index``."""
@@ -433,9 +507,39 @@ class Placer:
             if not votes:
                 continue
             best, count = votes.most_common(1)[0]
-            if best != name and count > votes.get(name, 0):
+            if best != name and count > votes.get(name, 0) and not self._taken(name, best, scope):
                 names[name] = best
         return names, attrs
+
+    def _taken(self, name: str, other: str, scope: int) -> bool:
+        """Whether renaming ``name`` to ``other`` would merge two variables of the new file.
+
+        ``scaler.step(optimizer)`` matched with ``optimizer.step()`` votes ``scaler`` ->
+        ``optimizer``; but the new file has its own ``optimizer`` in the same function (or at
+        module level): ``scaler`` is a different object there, not a rename.
+        """
+        base = other.split(".")[0]
+        return base != name and base in self._scope_names(scope)
+
+    def _scope_names(self, scope: int) -> set[str]:
+        """Identifiers used directly in one function of the new tree (0: at module level)."""
+        got = self._scope_cache.get(scope)
+        if got is None:
+            t = self.new
+            got = set()
+            stack = [scope]
+            while stack:
+                n = stack.pop()
+                for c in t.children[n]:
+                    if t.kind[c] in DEF_KINDS:
+                        if t.kind[c] != "Lambda":
+                            got.add(t.label[c])
+                        continue
+                    if t.kind[c] in IDENT_KINDS:
+                        got.add(t.label[c])
+                    stack.append(c)
+            self._scope_cache[scope] = got
+        return got
 
     def _attr_renames(
         self, stmt: ast.AST, local_attrs: dict[tuple[str, str], Counter[str]]
@@ -481,6 +585,11 @@ class Placer:
 
 def renamed_dump(stmt: ast.AST, names: dict[str, str], attrs: dict[tuple[str, str], str]) -> str:
     """``ast.dump`` of ``stmt`` after renaming, to compare with existing old statements."""
+    return ast.dump(renamed(stmt, names, attrs), include_attributes=False)
+
+
+def renamed(stmt: ast.AST, names: dict[str, str], attrs: dict[tuple[str, str], str]) -> ast.AST:
+    """A copy of ``stmt`` with the renames applied (as it will read in the old version)."""
     clone = copy.deepcopy(stmt)
 
     class _Rename(ast.NodeTransformer):
@@ -503,5 +612,5 @@ def renamed_dump(stmt: ast.AST, names: dict[str, str], attrs: dict[tuple[str, st
             n.id = new
             return n
 
-    renamed = _Rename().visit(clone)
-    return ast.dump(renamed, include_attributes=False)
+    out: ast.AST = _Rename().visit(clone)
+    return out

@@ -3,7 +3,8 @@
 :func:`recover` matches the unmatched children of a matched pair ("simple" recovery of the
 reference implementation, plus a label-similarity alignment of statements);
 :func:`match_headers` pairs compound statements with a unique equal header;
-:func:`match_gaps` aligns the statements lying between matched neighbours.
+:func:`match_gaps` aligns the statements lying between matched neighbours;
+:func:`realign_loops` corrects loops matched one nesting level off.
 """
 
 from __future__ import annotations
@@ -30,6 +31,115 @@ def _header_key(t: Tree, n: int, fuzzy: bool) -> tuple[object, ...]:
         t.label[n],
         *[cls[c] for c in t.children[n] if t.node[c] is not None],
     )
+
+
+_LOOPS = frozenset({"For", "AsyncFor", "While"})
+
+
+def _unmap_compound(m: Mapping, a: int) -> None:
+    """Forget the partners of a compound statement, its header parts and its blocks."""
+    t = m.src
+    m.remove(a)
+    for c in t.children[a]:
+        if t.node[c] is None:
+            m.remove(c)
+        else:
+            for d in range(c, c + t.size[c]):
+                m.remove(d)
+
+
+def _map_compound(m: Mapping, a: int, b: int) -> None:
+    """Map two compound statements, their same-shape header parts and their blocks by field."""
+    t1, t2 = m.src, m.dst
+    m.add(a, b)
+    blocks2 = {t2.field_name[c]: c for c in t2.children[b] if t2.node[c] is None}
+    heads2 = [c for c in t2.children[b] if t2.node[c] is not None]
+    heads1 = [c for c in t1.children[a] if t1.node[c] is not None]
+    for c in t1.children[a]:
+        if t1.node[c] is None:
+            other = blocks2.get(t1.field_name[c], -1)
+            if other != -1 and m.bwd[other] == -1:
+                m.add(c, other)
+    if len(heads1) == len(heads2):
+        for c1, c2 in zip(heads1, heads2):
+            if t1.shape[c1] == t2.shape[c2]:
+                m.add_subtree(c1, c2)
+
+
+def realign_loops(m: Mapping) -> None:
+    """Re-pair loops that bottom-up matched one nesting level off.
+
+    When a new loop is wrapped around existing code (a micro-batch loop inside the step loop),
+    the new inner loop's body is what the old *outer* loop's body shares most with, so
+    bottom-up pairs new inner with old outer, new outer with the old loop above it, and so
+    on.  A loop whose header (target and iterable, exactly) is unique in both trees and
+    equal to another old loop's than its partner's is re-paired with that loop; the loops
+    this frees are left to :func:`match_headers`.
+    """
+    t1, t2 = m.src, m.dst
+    loops1 = [a for a, k in enumerate(t1.kind) if k in _LOOPS]
+    loops2 = [b for b, k in enumerate(t2.kind) if k in _LOOPS]
+    if not loops1 or not loops2:
+        return
+    keys1: dict[tuple[object, ...], list[int]] = defaultdict(list)
+    keys2: dict[tuple[object, ...], list[int]] = defaultdict(list)
+    for a in loops1:
+        keys1[_header_key(t1, a, False)].append(a)
+    for b in loops2:
+        keys2[_header_key(t2, b, False)].append(b)
+    for key, g1 in keys1.items():
+        g2 = keys2.get(key)
+        if g2 is None or len(g1) != 1 or len(g2) != 1:
+            continue
+        a, b = g1[0], g2[0]
+        partner = m.fwd[a]
+        if partner == b or (partner != -1 and _header_key(t2, partner, False) == key):
+            continue
+        if partner == -1 and m.bwd[b] == -1:
+            continue  # left to match_headers, as before
+        other = m.bwd[b]
+        # only the nesting shift: ``a``'s partner encloses ``b``, or ``b``'s partner is in ``a``
+        shifted = (partner != -1 and t2.contains(partner, b)) or (
+            other != -1 and t1.contains(a, other)
+        )
+        if not shifted:
+            continue
+        if partner != -1:
+            _unmap_compound(m, a)
+        if other != -1:
+            _unmap_compound(m, other)
+        _map_compound(m, a, b)
+
+
+def match_loop_bodies(m: Mapping, min_sim: float = MIN_BAG) -> None:
+    """Align the statements of a new loop with those of the old block it was wrapped in.
+
+    A micro-step loop added inside the step loop holds what the old step body did once
+    (``scaler.scale(loss).backward()`` for ``loss.backward()``); recovery never sees them
+    side by side because the new loop has no partner.  Its unmatched statements are aligned
+    with the unmatched statements of the old counterpart of the block holding the loop.
+    """
+    t1, t2 = m.src, m.dst
+    fwd = m.fwd
+    for a, k in enumerate(t1.kind):
+        if k not in _LOOPS or fwd[a] != -1:
+            continue
+        old_block = fwd[t1.parent[a]]
+        if old_block == -1:
+            continue
+        for body in t1.children[a]:
+            if t1.node[body] is not None:
+                continue
+            xs = _flatten(t1, fwd, [c for c in t1.children[body] if fwd[c] == -1])
+            ys = _flatten(t2, m.bwd, [c for c in t2.children[old_block] if m.bwd[c] == -1])
+            align(m, xs, ys, min_sim)
+        # the rest of the block around the new loop: its order relative to the loop's body
+        # changed (``zero_grad`` moved after the step), so gaps did not line it up
+        block = t1.parent[a]
+        xs = _flatten(t1, fwd, [c for c in t1.children[block] if fwd[c] == -1 and c != a])
+        xs = [x for x in xs if not t1.contains(a, x)]
+        ys = _flatten(t2, m.bwd, [c for c in t2.children[old_block] if m.bwd[c] == -1])
+        align(m, xs, ys, min_sim)
 
 
 def match_headers(m: Mapping) -> None:

@@ -142,7 +142,8 @@ class Propagation(_Frozen):
     (``"self.model" -> "self.net"`` for attributes).  ``confidence``: the lowest placement
     confidence, in [0, 1].  ``refused``: the reason, or ``None``; ``refused_line`` names the
     statement and ``refusal_code`` classifies the reason (``no-context``, ``no-statement``,
-    ``parse-error``, ``single-line-block``, ``no-expression``, ``bad-result``).  ``imports``:
+    ``parse-error``, ``single-line-block``, ``no-expression``, ``bad-result``,
+    ``low-confidence``; a ``low-confidence`` refusal keeps ``confidence`` and ``warnings``).  ``imports``:
     import lines added (after the old file's last top-level import) because the statement
     uses a name the new file imports and the old file never binds.
     """
