@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from . import __version__
-from .errors import NotFoundError, RetrologError, UsageError
+from .errors import NotFoundError, UsageError
 
 app = typer.Typer(
     name="retrolog",
