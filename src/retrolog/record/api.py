@@ -25,7 +25,7 @@ from typing import Any, TypeVar, overload
 from .. import _early
 from .._warn import warn_once
 from ..project import find_project
-from ..versions import autopush
+from . import ranks
 from . import values as V
 from .args import ArgumentError, cast_like, flatten_config
 from .replay_session import REPLAY_ENV, ReplaySession, TaskSpec
@@ -59,8 +59,8 @@ def _begin() -> RunSession:
         if spec_path:
             _session = ReplaySession(project, script, list(sys.argv), TaskSpec.load(spec_path))
         else:
-            _session = RunSession(project, script, list(sys.argv), dict(_overrides))
-            autopush.schedule(project, _session.run_id)  # RETROLOG_AUTO_PUSH; never raises
+            # torchrun ranks other than 0 get a silent session; RETROLOG_AUTO_PUSH is scheduled
+            _session = ranks.new_session(project, script, list(sys.argv), dict(_overrides))
         _install_hooks()
         return _session
 

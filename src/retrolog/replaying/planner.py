@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .._ids import new_run_id
 from ..errors import MissingVersionError
 from ..project import Project
+from ..record.ranks import replay_refusal
 from ..record.values import from_cell
 from ..store.readonly import authorize_read_only
 from ..versions import GitError, GitRepo
@@ -223,6 +224,9 @@ def build_plan(
         if repo is None or not repo.has_commit(row.version):
             plan.skipped = missing_version_message(row.run_id, row.version)
             absent.append((row.run_id, row.version))
+            continue
+        if refusal := replay_refusal(store, int(row.id)):  # recorded on several ranks
+            plan.skipped = refusal
             continue
         if row.version not in versions:
             try:
