@@ -674,15 +674,16 @@ class _LoopSite:
         self.disabled = False
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-
-
 def _user_frame() -> FrameType | None:
     """The innermost frame outside the retrolog package (the user's code that drives a loop)."""
     frame: FrameType | None = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+    while frame is not None and _is_ours(frame.f_globals.get("__name__")):
         frame = frame.f_back
     return frame
+
+
+def _is_ours(module: object) -> bool:
+    return isinstance(module, str) and (module == "retrolog" or module.startswith("retrolog."))
 
 
 def _seconds_since_process_start() -> float:
