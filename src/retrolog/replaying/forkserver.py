@@ -58,8 +58,6 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-from .._warn import RetrologWarning
-
 if TYPE_CHECKING:
     from .executor import Backend, EventCallback, Job, JobResult
 
@@ -580,6 +578,8 @@ class ForkServerExecutor:
                 client.ready()
                 return client
             except (ForkServerError, OSError) as exc:
+                from .._warn import RetrologWarning  # not at the top: this file runs as a script
+
                 warnings.warn(
                     f"retrolog: no persistent fork server ({exc}); using one for this replay only",
                     RetrologWarning,
@@ -674,6 +674,8 @@ class ForkServerExecutor:
         if not self.fallback:
             raise exc
         self.fallback_error = str(exc)
+        from .._warn import RetrologWarning  # not at the top: this file runs as a script
+
         warnings.warn(
             f"retrolog: {exc}\nrunning the remaining replay tasks as plain subprocesses",
             RetrologWarning,
