@@ -216,6 +216,21 @@ def test_a_directory_left_as_a_link_is_mirrored_when_written_under(
     assert tree_digest(user) == before
 
 
+def test_a_working_directory_under_a_linked_directory_becomes_real(
+    user: Path, tmp_path: Path
+) -> None:
+    """A run started in an ignored subdirectory: a process there must see a scratch path."""
+    (user / "big" / "sub").mkdir()
+    boxes, box = sandbox(user, tmp_path, cap=100, eager=5)
+    cwd = box.root / "big" / "sub"
+    assert cwd.is_dir() and (box.root / "big").is_symlink()
+    env = boxes.env(box.task_id, cwd)
+    assert env == {SANDBOX_ENV: str(box.manifest)}
+    assert not (box.root / "big").is_symlink() and not cwd.is_symlink()
+    assert os.path.realpath(cwd).startswith(os.path.realpath(box.root))
+    assert (box.root / "big" / "f03.bin").is_file()
+
+
 def test_exclusive_create_on_a_link_fails_as_in_the_users_tree(user: Path, tmp_path: Path) -> None:
     before = tree_digest(user)
     _boxes, box = sandbox(user, tmp_path)

@@ -82,7 +82,7 @@ def run_plan(
         for task in plan.tasks:
             scratch = sandboxes.create(task.task_id, task.version).root
             jobs.append(_job(project, plan, task, runs[task.run_id], scratch, workdir))
-            jobs[-1].env.update(sandboxes.env(task.task_id))
+            jobs[-1].env.update(sandboxes.env(task.task_id, jobs[-1].cwd))
 
         def event(kind: str, task_id: int, info: dict[str, Any]) -> None:
             if kind == "finished":

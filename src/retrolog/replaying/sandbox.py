@@ -183,6 +183,17 @@ def build(layout: Layout, dest: Path) -> None:
         os.symlink(source, os.path.join(base, rel), target_is_directory=True)
 
 
+def _unlink_dir(link: str) -> None:
+    """Replace a directory link of a task tree by a real directory of links to its entries."""
+    source = os.readlink(link)
+    with os.scandir(source) as it:
+        entries = [(e.name, _is_dir(e)) for e in it]
+    os.unlink(link)
+    os.mkdir(link)
+    for name, is_dir in entries:
+        os.symlink(os.path.join(source, name), os.path.join(link, name), is_dir)
+
+
 def fingerprint(path: str) -> Fingerprint | None:
     try:
         st = os.stat(path)
@@ -263,7 +274,18 @@ class Sandboxes:
         self.tasks[task_id] = sandbox
         return sandbox
 
-    def env(self, task_id: int) -> dict[str, str]:
+    def env(self, task_id: int, cwd: Path | None = None) -> dict[str, str]:
+        """The task's environment additions. ``cwd``: its working directory, which must be a real
+        directory of the tree (a process in a linked directory sees the user's real path)."""
+        root = self.tasks[task_id].root
+        if cwd is not None and cwd != root and _inside(str(cwd), str(root)):
+            current = str(root)
+            for part in Path(cwd).relative_to(root).parts:
+                current = os.path.join(current, part)
+                if os.path.islink(current) and os.path.isdir(current):
+                    if _inside(os.path.realpath(current), os.path.realpath(root)):
+                        break  # a relative link the mirror kept: its target is in the tree
+                    _unlink_dir(current)
         return {SANDBOX_ENV: str(self.tasks[task_id].manifest)}
 
     def finished(self, task_id: int) -> list[str]:
