@@ -245,3 +245,10 @@ def test_df_table_over_many_rows_is_plain_aligned_text(project: Path) -> None:
     assert len(out) == 2 + 450
     assert len({len(line) for line in out[2:]}) == 1  # aligned columns
     assert out[-1].split()[-2:] == ["449", f"{449 / 7:.6g}"]
+
+
+def test_where_names_are_case_insensitive_and_run_columns_are_not_doubled(three_runs: Path) -> None:
+    assert len(retrolog.dataframe("loss", where="LR > 1e-3 AND Epoch >= 1")) == 8
+    frame = retrolog.dataframe("script", "loss", where="script = 'train.py'")
+    assert list(frame.columns).count("script") == 1 and len(frame) == 24
+    assert len(retrolog.dataframe("script")) == 3

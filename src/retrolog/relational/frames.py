@@ -218,7 +218,10 @@ def dataframe(
         )
         return _finish(frame.drop(columns=["run"]), where)
 
-    names = tuple(dict.fromkeys(names))
+    # a run column asked for by name (``dataframe("script")``) is there already, once
+    names = tuple(n for n in dict.fromkeys(names) if n not in RUN_COLUMNS)
+    if not names:
+        return _finish(runs_table.drop(columns=["run"]), where)
     asked = names
     names = (*names, *_where_only_names(store, where, names, set(args["name"])))
     arg_names = [n for n in names if n in set(args["name"])]
@@ -279,14 +282,16 @@ def _where_only_names(
 ) -> list[str]:
     """Args and logged names that ``where`` mentions but the caller did not ask for."""
     extra = []
+    args_by_lower = {name.lower(): name for name in arg_names}
+    taken = {name.lower() for name in (*names, *RUN_COLUMNS)}
     for name in identifiers(where or ""):
-        if name in names or name in RUN_COLUMNS:
+        if name.lower() in taken:
             continue
-        if name in arg_names or store.fetch(
-            "SELECT 1 FROM logs WHERE name = :n LIMIT 1", {"n": name}
-        ):
+        if name.lower() in args_by_lower:  # SQL names are case-insensitive
+            extra.append(args_by_lower[name.lower()])
+        elif store.fetch("SELECT 1 FROM logs WHERE name = :n LIMIT 1", {"n": name}):
             extra.append(name)
-    return extra
+    return list(dict.fromkeys(extra))
 
 
 def _with_run_level_rows(

@@ -312,8 +312,10 @@ def _like(left: _Val, pattern: _Val) -> _Bool:
     return _Bool(hit, left.null)
 
 
-def _column_value(series: pd.Series) -> _Val:
+def _column_value(series: pd.Series | pd.DataFrame) -> _Val:
     """A column as filter_frame would store it in SQLite: datetimes as epoch seconds."""
+    if not isinstance(series, pd.Series):
+        raise _Unsupported("a name that labels several columns")
     if pd.api.types.is_datetime64_any_dtype(series):
         null = series.isna().to_numpy()
         return _Val("num", series.astype("int64").to_numpy() / 1e9, null)
