@@ -535,6 +535,34 @@ def pull_command(remote: RemoteArgument = None, project: ProjectOption = None) -
         raise typer.Exit(1)
 
 
+@app.command("doctor")
+def doctor_command(
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Rebuild what can be (recover a damaged SQLite file into a new one, keeping the "
+            "old; store journals of ended runs) and report what was lost.",
+        ),
+    ] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Do not re-hash every checkpoint object.")
+    ] = False,
+    project: ProjectOption = None,
+) -> None:
+    """Check the store: integrity, schema, journals, code versions, checkpoints, value digests."""
+    from .doctor import check
+    from .doctor import repair as repair_store
+    from .relational.access import resolve_project
+
+    proj = resolve_project(project)
+    report = repair_store(proj) if repair else check(proj, verify_objects=not quick)
+    for line in report.lines():
+        typer.echo(line)
+    if report.problems:
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the typer app (the console script enters through ``retrolog._entry``)."""
     from .store.limits import set_default_surface

@@ -218,6 +218,41 @@ def read_events(path: Path) -> list[list[Any]]:
     return JournalReader(path).read_new()
 
 
+def journal_paths(journal_dir: Path) -> list[Path]:
+    """Every journal (binary or JSON lines) in ``journal_dir``, sorted."""
+    if not journal_dir.is_dir():
+        return []
+    return sorted([*journal_dir.glob("*" + SUFFIX), *journal_dir.glob("*" + TEXT_SUFFIX)])
+
+
+def is_orphan(path: Path) -> bool:
+    """Whether no live process holds ``path``'s lock (its run is gone)."""
+    if fcntl is None:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    except OSError:
+        return False
+    return True
+
+
+def inspect_journal(path: Path) -> tuple[int, int, int]:
+    """``(events, readable bytes, total bytes)`` of a journal: bytes past the readable part are a
+    torn or damaged tail that no reader can use (``retrolog doctor`` reports them)."""
+    reader = JournalReader(path)
+    events = len(reader.read_new())
+    try:
+        total = path.stat().st_size
+    except OSError:
+        total = reader._offset
+    return events, reader._offset, total
+
+
 def recover_orphans(journal_dir: Path, store: Database) -> list[str]:
     """Ingest journals whose process is gone; return the run ids recovered."""
     recovered: list[str] = []

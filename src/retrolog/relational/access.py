@@ -25,6 +25,7 @@ from ..project import Project, find_project
 from ..record.journal import recover_orphans
 from ..store import Store
 from ..store.limits import QueryLimit, bound_sqlite, current_limit
+from ..store.lite import as_store_error, is_damage
 from ..store.readonly import authorize_read_only
 
 _stores: dict[str, Store] = {}
@@ -110,6 +111,8 @@ def run_sql(
     except (sqlite3.Error, pd.errors.DatabaseError) as exc:
         if limit.fired:
             raise _timed_out(limit) from None
+        if is_damage(exc):
+            raise as_store_error(store.url, exc) from None
         raise QueryError(_explain(exc)) from None
     except QueryError:
         raise

@@ -12,7 +12,10 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-SCHEMA_VERSION = 1
+from . import digest
+
+# 2: the ``digests`` table (store/digest.py); stores of version 1 are migrated on open.
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 60_000
 
 _COLUMNS = {
@@ -75,9 +78,12 @@ def apply_events(
     if row is None and postgres:
         cursor.execute(
             "INSERT INTO runs (run_id, status, last_seq) VALUES (%s, %s, 0) "
-            "ON CONFLICT (run_id) DO NOTHING",
+            "ON CONFLICT (run_id) DO NOTHING RETURNING id",
             (run_id, "running"),
         )
+        created = cursor.fetchone()
+        if created is not None:
+            digest.forget_run(cursor, mark, int(created[0]))
         cursor.execute(select_run, (run_id,))
         row = cursor.fetchone()
     if row is None:
@@ -86,6 +92,7 @@ def apply_events(
             (run_id, "running"),
         )
         run_key, last_seq = int(cursor.fetchone()[0]), 0
+        digest.forget_run(cursor, mark, run_key)
     else:
         run_key, last_seq = int(row[0]), int(row[1])
     fresh = [ev for ev in events if ev[0] > last_seq]
@@ -121,6 +128,11 @@ def apply_events(
                 else sql + " ON CONFLICT DO NOTHING"
             )
         cursor.executemany(sql, table_rows)
+    # The run's digest grows in this same transaction, so it always matches the stored rows.
+    sealed = facts.get("end_time") if "status" in facts and facts["status"] != "running" else None
+    digest.add_rows(
+        cursor, mark, run_key, digest.RECORDED, [r[1:] for r in rows["logs"]], sealed=sealed
+    )
     facts["last_seq"] = max(ev[0] for ev in fresh)
     assignments = ", ".join(f"{key} = {mark}" for key in facts)
     cursor.execute(f"UPDATE runs SET {assignments} WHERE id = {mark}", (*facts.values(), run_key))

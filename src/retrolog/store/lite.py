@@ -10,8 +10,10 @@ databases. Both offer the same narrow surface (:class:`Database`): ``ingest``, `
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
+import time
 from collections import namedtuple
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..errors import StoreError
 from .ingest import BUSY_TIMEOUT_MS, SCHEMA_VERSION, apply_events
 
 Params = Mapping[str, Any]
@@ -165,6 +168,32 @@ class LiteStore:
             self._conn.close()
 
 
+# SQLite's words for a file that is not (or no longer) a sound database.
+DAMAGE_WORDS = ("malformed", "not a database", "corrupt", "disk image")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether a database error says the store's file is damaged (not locked, not a bad query)."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return any(word in text for word in DAMAGE_WORDS)
+
+
+def as_store_error(url: str, exc: BaseException) -> StoreError:
+    """The one-line error every command prints when it meets a store it cannot use."""
+    first = (str(getattr(exc, "orig", None) or exc).strip() or type(exc).__name__).splitlines()[0]
+    where = url[len("sqlite:///") :] if url.startswith("sqlite:///") else hide_password(url)
+    if is_damage(exc):
+        return StoreError(
+            f"the store {where} is damaged ({first}); run `retrolog doctor` to check it and "
+            "`retrolog doctor --repair` to rebuild what can be"
+        )
+    return StoreError(f"cannot use the store {where} ({first}); run `retrolog doctor` to check it")
+
+
+def hide_password(url: str) -> str:
+    return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
 def open_db(url: str) -> Database:
     """The stdlib store when ``url`` is an existing SQLite store with a current schema (no
     SQLAlchemy import); the SQLAlchemy Store otherwise (first run, other databases)."""
@@ -209,3 +238,9 @@ def set_run_status(
     if error is not None:
         values["error"] = error
     update_rows(tx, "runs", values, {"run_id": run_id})
+    if status != "running":  # a crashed run's rows are final once its journal is ingested
+        tx.execute(
+            "UPDATE digests SET sealed = :t WHERE scope = '' AND sealed IS NULL "
+            "AND run = (SELECT id FROM runs WHERE run_id = :r)",
+            {"t": end_time if end_time is not None else time.time(), "r": run_id},
+        )

@@ -190,6 +190,17 @@ propagations = Table(
     UniqueConstraint("replay_id", "version"),
 )
 
+digests = Table(
+    "digests",
+    metadata,
+    Column("run", Integer, nullable=False),
+    Column("scope", String(32), nullable=False),  # '': the run's own rows; else a replay id
+    Column("rows", BigInt, nullable=False),
+    Column("digest", String(32), nullable=False),  # store/digest.py
+    Column("sealed", Float),  # when the run (or replay) ended; NULL while it runs
+    UniqueConstraint("run", "scope"),
+)
+
 meta = Table(
     "retrolog_meta",
     metadata,

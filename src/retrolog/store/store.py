@@ -24,11 +24,13 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 
+from ..errors import StoreError
 from . import schema
 from .ingest import BUSY_TIMEOUT_MS, apply_events
-from .lite import Params, Transaction, set_run_status
+from .lite import Params, Transaction, as_store_error, set_run_status
+from .migrate import migrate
 
 Event = Sequence[Any]  # (seq, kind, *payload); see ingest()
 
@@ -81,7 +83,12 @@ class Store:
             self.path = None
         self.writer = self._engine(immediate=True)
         self.reader = self._engine(immediate=False)
-        self._ensure_schema()
+        self.migrated: list[str] = []  # what opening this store migrated, in words
+        try:
+            self._ensure_schema()
+        except DatabaseError as exc:  # damaged, unreachable, locked past the busy timeout
+            self.dispose()
+            raise as_store_error(url, exc) from None
 
     # -- engines ---------------------------------------------------------------------------
     def _engine(self, immediate: bool) -> Engine:
@@ -122,9 +129,17 @@ class Store:
                             )
                         )
                     elif int(found) > schema.SCHEMA_VERSION:
-                        raise RuntimeError(
-                            f"{self.url} was written by a newer retrolog (schema {found}); upgrade retrolog"
+                        raise StoreError(
+                            f"{self.url} was written by a newer retrolog (schema {found}); "
+                            "upgrade retrolog"
                         )
+                    elif int(found) < schema.SCHEMA_VERSION:
+                        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                        try:
+                            mark = "?" if self.is_sqlite else "%s"
+                            self.migrated = migrate(cursor, mark, int(found), schema.SCHEMA_VERSION)
+                        finally:
+                            cursor.close()
                 return
             except OperationalError as exc:  # two processes creating the schema at once
                 if "already exists" not in str(exc) or attempt == 4:
@@ -153,7 +168,7 @@ class Store:
         """Apply journal events of one run; events at or below the run's high-water mark are skipped
         (idempotent, so a crashed run's journal can be replayed over rows already stored). The
         event kinds are documented in docs/data-model.md; see ``ingest.apply_events``."""
-        with self.writer.begin() as conn:
+        with self._errors(), self.writer.begin() as conn:
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
                 return apply_events(
@@ -161,6 +176,14 @@ class Store:
                 )
             finally:
                 cursor.close()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Database errors become one-line ``StoreError``s that point at ``retrolog doctor``."""
+        try:
+            yield
+        except DatabaseError as exc:
+            raise as_store_error(self.url, exc) from None
 
     def set_status(
         self, run_id: str, status: str, end_time: float | None = None, error: str | None = None
@@ -172,13 +195,13 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """One write transaction (``lite.Transaction``): our SQL with bound ``:name`` values."""
-        with self.writer.begin() as conn:
+        with self._errors(), self.writer.begin() as conn:
             yield _SqlaTransaction(conn)
 
     # -- reads -----------------------------------------------------------------------------
     def fetch(self, sql: str, params: Params | None = None) -> list[Any]:
         """Run a read query of our own (values bound, never formatted in) and return its rows."""
-        with self.reader.connect() as conn:
+        with self._errors(), self.reader.connect() as conn:
             return list(conn.execute(text(sql), dict(params or {})).all())
 
     def running_runs(self) -> list[Any]:

@@ -1,0 +1,96 @@
+"""Digests of stored values, so that a changed value can be noticed.
+
+SQLite has no page checksums and ``PRAGMA integrity_check`` passes a flipped bit inside a float;
+a digest kept next to the rows catches it. Each run has one digest of its recorded log rows
+(scope ``''``) and one per replay that stored values for it (scope: the replay id).
+
+The digest is a sum, modulo 2**128, of a 128-bit BLAKE2b hash of each row's canonical encoding
+(seq, loop context, name, type, number, text). A sum does not depend on the order rows arrive in,
+so it is kept up to date inside the very transaction that inserts the rows (at ingest, by the
+store writer or the crash recovery, never on the training thread) and is therefore always
+consistent with them; ``sealed`` records when the run (or replay) ended. ``retrolog doctor``
+recomputes every digest from the stored rows and names each run whose values changed.
+It detects accidents (bit rot, a stray UPDATE), not an adversary who can rewrite the digest too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+MOD = 1 << 128
+TABLE = "digests"
+RECORDED = ""  # the scope of a run's own rows
+
+LogRow = Sequence[Any]  # (seq, ctx_id, name, vtype, value_num, value_text)
+
+
+def row_hash(seq: int, ctx: int, name: str, vtype: str, num: Any, text: Any) -> int:
+    """The 128-bit hash of one log row's canonical encoding."""
+    number = "" if num is None else repr(float(num))
+    encoded = f"{int(seq)}\x1f{int(ctx)}\x1f{name}\x1f{vtype}\x1f{number}\x1f{text}"
+    return int.from_bytes(
+        hashlib.blake2b(encoded.encode("utf-8", "surrogatepass"), digest_size=16).digest(), "big"
+    )
+
+
+def fold(rows: Iterable[LogRow], count: int = 0, total: int = 0) -> tuple[int, int]:
+    """``(count, sum)`` after adding ``rows`` to a digest that held ``count`` rows summing to
+    ``total``."""
+    for seq, ctx, name, vtype, num, text in rows:
+        total += row_hash(seq, ctx, name, vtype, num, text)
+        count += 1
+    return count, total % MOD
+
+
+def to_text(total: int) -> str:
+    return f"{total % MOD:032x}"
+
+
+def add_rows(
+    cursor: Any,
+    mark: str,
+    run_key: int,
+    scope: str,
+    rows: Sequence[LogRow],
+    sealed: float | None = None,
+) -> None:
+    """Add ``rows`` to the (run, scope) digest through a DB-API cursor, in the caller's write
+    transaction (which must hold the run's writers off: SQLite's ``BEGIN IMMEDIATE``, the run row
+    ``FOR UPDATE`` on PostgreSQL). ``sealed``: the end time, once the run or replay ended."""
+    if not rows and sealed is None:
+        return
+    cursor.execute(
+        f"SELECT rows, digest FROM {TABLE} WHERE run = {mark} AND scope = {mark}", (run_key, scope)
+    )
+    found = cursor.fetchone()
+    if found is None:
+        count, total = fold(rows)
+        cursor.execute(
+            f"INSERT INTO {TABLE} (run, scope, rows, digest, sealed) "
+            f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark})",
+            (run_key, scope, count, to_text(total), sealed),
+        )
+        return
+    count, total = fold(rows, int(found[0]), int(found[1], 16))
+    sets = f"rows = {mark}, digest = {mark}" + (f", sealed = {mark}" if sealed is not None else "")
+    params: tuple[Any, ...] = (count, to_text(total))
+    if sealed is not None:
+        params += (sealed,)
+    cursor.execute(
+        f"UPDATE {TABLE} SET {sets} WHERE run = {mark} AND scope = {mark}",
+        (*params, run_key, scope),
+    )
+
+
+def forget_run(cursor: Any, mark: str, run_key: int) -> None:
+    """Drop digests left by a deleted run whose key a new run now reuses (SQLite reuses the
+    largest rowid after a delete)."""
+    cursor.execute(f"DELETE FROM {TABLE} WHERE run = {mark}", (run_key,))
+
+
+def recompute(rows: Iterable[LogRow]) -> tuple[int, str]:
+    """``(count, digest text)`` of stored rows, as ``retrolog doctor`` checks them."""
+    count, total = fold(rows)
+    return count, to_text(total)

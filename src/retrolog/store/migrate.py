@@ -1,0 +1,52 @@
+"""Bringing a store written by an earlier retrolog up to ``SCHEMA_VERSION``.
+
+New tables are created by ``Store._ensure_schema`` (``create_all``); what they must hold for the
+data already there is filled in here, in the same write transaction that bumps the version, so a
+store is never seen half-migrated. Version history:
+
+- 1: the first schema.
+- 2: ``digests`` (store/digest.py). Existing runs and replays get their digest computed from the
+  rows stored at migration time: it proves the values did not change *since*.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import digest
+
+
+def migrate(cursor: Any, mark: str, found: int, target: int) -> list[str]:
+    """Migrate from schema ``found`` to ``target`` through a DB-API cursor inside the caller's
+    write transaction; returns what was done, in words."""
+    done: list[str] = []
+    if found < 2 <= target:
+        done.append(_seal_existing(cursor, mark))
+    cursor.execute(
+        f"UPDATE retrolog_meta SET value = {mark} WHERE key = 'schema_version'", (str(target),)
+    )
+    return done
+
+
+def _seal_existing(cursor: Any, mark: str) -> str:
+    cursor.execute(f"DELETE FROM {digest.TABLE}")
+    cursor.execute("SELECT id, status, end_time FROM runs")
+    runs = cursor.fetchall()
+    cursor.execute("SELECT replay_id, finished FROM replays")
+    finished = {r[0]: r[1] for r in cursor.fetchall()}
+    for run_key, status, end_time in runs:
+        cursor.execute(
+            "SELECT COALESCE(replay_id, ''), seq, ctx_id, name, vtype, value_num, value_text "
+            f"FROM logs WHERE run = {mark}",
+            (run_key,),
+        )
+        scopes: dict[str, list[tuple[Any, ...]]] = {digest.RECORDED: []}
+        for scope, *row in cursor.fetchall():
+            scopes.setdefault(scope, []).append(tuple(row))
+        for scope, rows in scopes.items():
+            if scope == digest.RECORDED:
+                sealed = end_time if status != "running" else None
+            else:
+                sealed = finished.get(scope)
+            digest.add_rows(cursor, mark, int(run_key), scope, rows, sealed=sealed)
+    return f"computed the value digests of {len(runs)} existing run(s)"
