@@ -154,6 +154,15 @@ def test_push_then_pull_shares_versions(clones: dict) -> None:
     seen = cli(a, "df", "lr_x2", "-f", "json", **env)
     assert sorted(r["run_id"] for r in json.loads(seen.stdout)) == ids
 
+    # Deleting a run in A: the remote and B keep its version ref, and both commands say so.
+    removed = cli(a, "rm", ids[2], "--yes", **env)
+    assert removed.returncode == 0, removed.stderr
+    assert "still on origin" in removed.stderr and ids[2] in removed.stderr
+    gc = cli(b, "gc", **env)
+    assert gc.returncode == 0, gc.stderr
+    assert "kept 1 code-version ref(s)" in gc.stderr and ids[2] in gc.stderr
+    assert git(b, "rev-parse", f"refs/retrolog/runs/{ids[2]}").strip() == versions[ids[2]]
+
 
 def test_ui_diff_names_the_fetch_command(clones: dict) -> None:
     from retrolog.project import find_project

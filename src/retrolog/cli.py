@@ -489,6 +489,10 @@ def rm_command(
         raise typer.Exit(1)
     deleted = delete_runs(run_ids, resolved)
     typer.echo(f"deleted {len(deleted)} run(s); run `retrolog gc` to free their checkpoint space")
+    from .maintenance import shared_ref_note
+
+    if note := shared_ref_note(resolved, deleted):  # refs other clones may still need
+        typer.echo(note, err=True)
 
 
 @app.command("gc")
@@ -504,6 +508,10 @@ def gc_command(
     blobs, freed = collect_garbage(_recorded(project), dry_run=dry_run)
     verb = "would remove" if dry_run else "removed"
     typer.echo(f"{verb} {blobs} blob(s), {freed:,} bytes")
+    from .maintenance import kept_refs_note
+
+    if note := kept_refs_note(project):  # gc never deletes refs another clone may need
+        typer.echo(note, err=True)
 
 
 RemoteArgument = Annotated[

@@ -3,6 +3,12 @@
 Deleting a run removes its rows from every table and its snapshot ref; the blobs of its
 checkpoints stay until ``gc`` sweeps what no remaining run references (blobs are shared between
 runs through deduplication, so they cannot be deleted with the run).
+
+Code-version refs are shared through git remotes (``retrolog push``/``pull``), so deleting one
+here never deletes it anywhere else: ``rm`` says when the remote still holds the deleted runs'
+refs (other clones keep theirs too), and ``gc`` never deletes refs; it reports the local refs
+whose runs this store does not have (recorded against another store, or deleted elsewhere),
+which another clone or store may still need.
 """
 
 from __future__ import annotations
@@ -99,3 +105,50 @@ def disk_usage(project: Project | str | Path | None = None) -> tuple[list[RunUsa
         )
     total = usage(objects, [d for ds in manifests.values() for d in ds])
     return out, total
+
+
+def shared_ref_note(project: Project | str | Path | None, run_ids: Sequence[str]) -> str | None:
+    """After ``delete_runs``: a line naming the deleted runs whose version refs the default
+    remote still holds (other clones may still use them), or None. Never raises."""
+    from .versions.remote import DEFAULT_REMOTE, remote_run_refs
+
+    proj = resolve_project(project)
+    if not proj.in_git or not run_ids:
+        return None
+    try:
+        remote = remote_run_refs(proj.root)
+    except Exception:  # noqa: BLE001 - an unreachable remote only costs the note
+        return None
+    kept = [r for r in run_ids if remote and r in remote]
+    if not kept:
+        return None
+    refs = " ".join(f":refs/retrolog/runs/{r}" for r in kept[:3])
+    return (
+        f"the code versions of {len(kept)} deleted run(s) are still on {DEFAULT_REMOTE} and in "
+        f"clones that pulled them (kept: other clones may use them); to delete them there too: "
+        f"git push {DEFAULT_REMOTE} {refs}{' ...' if len(kept) > 3 else ''}"
+    )
+
+
+def unreferenced_refs(project: Project | str | Path | None = None) -> list[str]:
+    """Run ids with a local version ref but no run in this store (``gc`` keeps and reports them)."""
+    proj = resolve_project(project)
+    if not proj.in_git or not GitRepo.available():
+        return []
+    refs = GitRepo(proj.root).run_refs()
+    if not refs:
+        return []
+    known = {row[0] for row in open_store(proj).fetch("SELECT run_id FROM runs")}
+    return sorted(r for r in refs if r not in known)
+
+
+def kept_refs_note(project: Project | str | Path | None = None) -> str | None:
+    """The line ``gc`` prints about version refs it kept although no run of this store uses them."""
+    orphans = unreferenced_refs(project)
+    if not orphans:
+        return None
+    return (
+        f"kept {len(orphans)} code-version ref(s) of runs this store does not have "
+        f"({', '.join(orphans[:3])}{', ...' if len(orphans) > 3 else ''}): another clone or store "
+        "may still need them; gc never deletes refs (git update-ref -d refs/retrolog/runs/ID does)"
+    )
