@@ -231,3 +231,35 @@ def test_digests_on_postgres(
         )
     report = cli(project, "doctor", RETROLOG_DB=url)
     assert report.returncode == 1 and run_id in report.stdout, report.stdout
+
+
+@pytest.mark.slow
+def test_doctor_names_the_replay_whose_stored_value_changed(
+    two_runs: tuple[Path, list[str]],
+) -> None:
+    project, (first, second) = two_runs
+    script = (project / "train.py").read_text()
+    (project / "train.py").write_text(
+        script.replace(
+            'random.seed(retrolog.arg("seed", 0))',
+            'random.seed(retrolog.arg("seed", 0))\nretrolog.log("double_lr", lr * 2)',
+        )
+    )
+    replayed = cli(project, "replay", "double_lr", "--yes", "-j", "1")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    replay_id = retrolog.query("SELECT replay_id FROM replays")["replay_id"].iloc[0]
+    sealed = retrolog.query(f"SELECT count(*) AS n FROM digests WHERE scope = '{replay_id}'")
+    assert sealed["n"].tolist() == [2]
+    assert cli(project, "doctor").returncode == 0
+    conn = sqlite3.connect(db_path(project))
+    with conn:
+        conn.execute(
+            "UPDATE logs SET value_num = 99 WHERE name = 'double_lr' AND run = "
+            "(SELECT id FROM runs WHERE run_id = ?)",
+            (first,),
+        )
+    conn.close()
+    report = cli(project, "doctor")
+    line = next(x for x in report.stdout.splitlines() if " values:" in x)
+    assert report.returncode == 1 and f"run {first} (replay {replay_id})" in line, line
+    assert second not in line

@@ -16,6 +16,7 @@ from typing import Any
 from ..project import Project
 from ..record.journal import SUFFIX as JOURNAL_SUFFIX
 from ..record.replay_session import REPLAY_ENV, TaskSpec
+from ..store.digest import add_replay_rows
 from ..store.lite import Database, insert_rows, update_rows
 from ..versions import GitRepo
 from .collect import Fidelity, TaskOutput, compare_and_pick, read_output
@@ -303,6 +304,7 @@ def store_values(
                 }
             )
         insert_rows(tx, "logs", fresh)
+        add_replay_rows(tx, run_key, replay_id, fresh)  # store/digest.py: doctor verifies
     return len(fresh)
 
 

@@ -16,6 +16,7 @@ It detects accidents (bit rot, a stray UPDATE), not an adversary who can rewrite
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -94,3 +95,34 @@ def recompute(rows: Iterable[LogRow]) -> tuple[int, str]:
     """``(count, digest text)`` of stored rows, as ``retrolog doctor`` checks them."""
     count, total = fold(rows)
     return count, to_text(total)
+
+
+def add_replay_rows(tx: Any, run_key: int, replay_id: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Add the rows a replay stores for one run to that (run, replay) digest, inside the
+    ``lite.Transaction`` that inserts them (the replay coordinator's ``_store_rows``); ``sealed``
+    becomes the time of the replay's latest rows for the run."""
+    if not rows:
+        return
+    found = tx.fetch(
+        f"SELECT rows, digest FROM {TABLE} WHERE run = :r AND scope = :s",
+        {"r": run_key, "s": replay_id},
+    )
+    start = (int(found[0][0]), int(found[0][1], 16)) if found else (0, 0)
+    count, total = fold(
+        (
+            (r["seq"], r["ctx_id"], r["name"], r["vtype"], r["value_num"], r["value_text"])
+            for r in rows
+        ),
+        *start,
+    )
+    params = {"r": run_key, "s": replay_id, "n": count, "d": to_text(total), "t": time.time()}
+    if found:
+        tx.execute(
+            f"UPDATE {TABLE} SET rows = :n, digest = :d, sealed = :t WHERE run = :r AND scope = :s",
+            params,
+        )
+    else:
+        tx.execute(
+            f"INSERT INTO {TABLE} (run, scope, rows, digest, sealed) VALUES (:r, :s, :n, :d, :t)",
+            params,
+        )
