@@ -152,3 +152,15 @@ def test_version_and_completion(two_runs: tuple[Path, list[str]]) -> None:
         repo, _RETROLOG_COMPLETE="complete_bash", COMP_CWORD="1", COMP_WORDS="retrolog s"
     )
     assert set(commands.stdout.split()) == {"show", "sql"}
+
+
+def test_ui_on_a_bad_or_taken_port(two_runs: tuple[Path, list[str]]) -> None:
+    import socket
+
+    repo, _ = two_runs
+    assert_one_line_error(cli(repo, "ui", "--port", "99999"), 2, "--port")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_one_line_error(cli(repo, "ui", "--port", str(port)), 2, "cannot serve", str(port))

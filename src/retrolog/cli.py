@@ -437,7 +437,8 @@ def replay_command(
 @app.command("ui")
 def ui_command(
     port: Annotated[
-        int | None, typer.Option("--port", "-p", help="Port (default: a free one).")
+        int | None,
+        typer.Option("--port", "-p", min=0, max=65535, help="Port (default: a free one)."),
     ] = None,
     host: Annotated[
         str,
@@ -447,9 +448,19 @@ def ui_command(
     project: ProjectOption = None,
 ) -> None:
     """Serve the local web UI over this project's runs, metrics, versions and replays."""
+    import errno
+    import socket
+
     from .ui import serve
 
-    serve(project=project, host=host, port=port, open_browser=open_browser)
+    try:
+        serve(project=project, host=host, port=port, open_browser=open_browser)
+    except OSError as exc:  # only what binding the address can say about the user's choice
+        bad_address = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
+        if not isinstance(exc, socket.gaierror) and exc.errno not in bad_address:
+            raise
+        where = f"{host}:{port}" if port else host
+        raise UsageError(f"cannot serve on {where}: {exc.strerror or exc}") from None
 
 
 @app.command("du")

@@ -28,9 +28,13 @@ def bind_socket(host: str, port: int | None) -> socket.socket:
     """A listening TCP socket on ``host``: ``port``, or a free port chosen by the OS when None."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host.strip("[]"), port or 0))
-    sock.listen(128)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port or 0))
+        sock.listen(128)
+    except BaseException:
+        sock.close()  # a taken port or unknown host is a one-line error, not also a leaked socket
+        raise
     return sock
 
 
