@@ -13,9 +13,16 @@ EXIT_USAGE = 2
 EXIT_REFUSED = 3
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error said in one line like every other retrolog error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``retrolog propagate``."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="retrolog propagate",
         description=(
             "Insert the statement at --line of NEW_FILE into OLD_FILE at the equivalent place, "

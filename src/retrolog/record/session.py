@@ -269,8 +269,9 @@ class RunSession:
                 future = checkpointer.save(key, objects)
             else:
                 carried = self._carried_state(name)
-                if carried is None:
-                    return  # this loop can never be skipped: its checkpoints would be useless
+                if carried is None:  # never skippable: its checkpoints would be useless
+                    self._last_opportunity = now - work  # its work goes to the next opportunity
+                    return
                 values, grads = carried
                 future = checkpointer.opportunity(
                     key,
