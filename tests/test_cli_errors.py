@@ -81,6 +81,9 @@ BAD_INPUT = [
     (["runs", "--format", "xml"], "xml"),
     (["runs", "--bogus"], "--bogus"),
     (["nosuchcommand"], "nosuchcommand"),
+    (["propagate"], "required"),
+    (["propagate", "--line", "x", "train.py", "train.py"], "invalid int"),
+    (["propagate", "--line", "1", "nofile.py", "train.py"], "No such file"),
 ]
 
 

