@@ -31,18 +31,22 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from corpus import Pair, check, make_pairs, only_insertions  # noqa: E402
 
-from retrolog.propagation import propagate  # noqa: E402
+from retrolog.propagation import THRESHOLD, propagate  # noqa: E402
 
 FLORDB_VENV = Path(os.environ.get("FLORDB_VENV", "/tmp/flordb-venv"))
 
 
-def run_retrolog(pairs: list[Pair]) -> list[dict]:
-    """Propagate every pair in-process; judge placement, bytes and parse status."""
+def run_retrolog(pairs: list[Pair], min_confidence: float | None = None) -> list[dict]:
+    """Propagate every pair in-process; judge placement, bytes and parse status.
+
+    ``min_confidence``: passed to ``propagate`` (``None``: its default threshold).
+    """
     results = []
+    kwargs = {} if min_confidence is None else {"min_confidence": min_confidence}
     for p in pairs:
         started = time.perf_counter()
         try:
-            r = propagate(p.new_source, p.old_source, p.line)
+            r = propagate(p.new_source, p.old_source, p.line, **kwargs)
             error = None
         except Exception as exc:  # a crash counts against the tool
             r, error = None, f"{type(exc).__name__}: {exc}"
@@ -53,6 +57,7 @@ def run_retrolog(pairs: list[Pair]) -> list[dict]:
             {
                 "pair": p.name,
                 "family": p.family,
+                "category": p.category,
                 "direction": p.direction,
                 "refuse_expected": p.refuse,
                 "status": "error" if error else verdict["status"],
@@ -61,7 +66,9 @@ def run_retrolog(pairs: list[Pair]) -> list[dict]:
                 "bytes_kept": out is None or only_insertions(p.old_source, out),
                 "seconds": seconds,
                 "reason": (r.refused if r is not None else error),
+                "refusal_code": r.refusal_code if r is not None else None,
                 "confidence": r.confidence if r is not None else None,
+                "warnings": list(r.warnings) if r is not None else [],
             }
         )
     return results
@@ -233,6 +240,86 @@ def family_table(ours: list[dict], theirs: list[dict] | None) -> str:
     )
 
 
+KINDS = (
+    ("loop-absent", "over-cautious refusal: the statement is in a loop the old version lacks"),
+    ("anchor-after", "over-cautious refusal / misplaced: the line before it is new"),
+    ("absent-context", "false insert: its context is missing, it must be refused"),
+    ("names-bound", "misplaced: the nearest mapped line comes before what it reads"),
+    ("rename", "misplaced: identifiers it uses are called differently there"),
+    ("regular", "the rest of the corpus"),
+)
+
+
+def kind_table(results: list[dict]) -> str:
+    """Per-kind results (kinds of docs/propagation.md; a pair's kind is set in its spec)."""
+    rows = []
+    for kind, what in KINDS:
+        sel = [r for r in results if r.get("category") == kind]
+        if not sel:
+            continue
+        s = summarize(sel)
+        times = sorted(r["seconds"] for r in sel)
+        rows.append(
+            (
+                f"`{kind}`",
+                what,
+                str(s["pairs"]),
+                _pct(s["overall"], s["pairs"]),
+                str(s["false_refusals"]),
+                str(s["wrong"]),
+                str(s["wrong_on_refuse"]),
+                f"{1000 * statistics.median(times):.1f} / {1000 * times[-1]:.1f}",
+            )
+        )
+    header = (
+        "kind",
+        "what",
+        "pairs",
+        "correct",
+        "false refusals",
+        "misplaced",
+        "false inserts",
+        "ms per pair, median / max",
+    )
+    return table(rows, header)
+
+
+BINS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0001)
+
+
+def calibration(results: list[dict]) -> list[dict]:
+    """Placements made without a threshold, binned by confidence: how many were right."""
+    out = []
+    placed = [r for r in results if r["status"] not in ("refused_ok", "false_refusal", "error")]
+    for lo, hi in zip(BINS, BINS[1:]):
+        sel = [r for r in placed if lo <= (r["confidence"] or 0.0) < hi]
+        out.append(
+            {
+                "low": lo,
+                "high": min(hi, 1.0),
+                "placed": len(sel),
+                "right": sum(r["status"] == "correct" for r in sel),
+            }
+        )
+    return out
+
+
+def calibration_table(backward: list[dict], forward: list[dict] | None) -> str:
+    """Confidence vs correctness, backward pairs (the real use) and forward pairs."""
+    rows = []
+    fw = forward or [{"placed": 0, "right": 0}] * len(backward)
+    for b, f in zip(backward, fw):
+        rng = f"[{b['low']:.1f}, {b['high']:.1f}" + ("]" if b["high"] >= 1.0 else ")")
+        rows.append(
+            (
+                rng,
+                _pct(b["right"], b["placed"]) if b["placed"] else "0 placed",
+                _pct(f["right"], f["placed"]) if f["placed"] else "0 placed",
+            )
+        )
+    return table(rows, ("confidence", "backward: right / placed", "forward: right / placed"))
+
+
 STUB = (
     "import sys, types; p = types.ModuleType('retrolog'); p.__path__ = [{path!r}]; "
     "sys.modules['retrolog'] = p; from retrolog.propagation.cli import main; "
@@ -326,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"### Corpus, {title}\n")
         print(summary_table(s_ours, s_theirs) + "\n")
         print(family_table(ours, theirs) + "\n")
+        print(f"Per kind ({title}):\n")
+        print(kind_table(ours) + "\n")
         report[direction] = {
             "retrolog": s_ours,
             "flordb": s_theirs,
@@ -337,6 +426,14 @@ def main(argv: list[str] | None = None) -> int:
             for r in bad:
                 print(f"- {r['pair']}: {r['status']} {r['reason'] or ''}")
             print()
+    # confidence vs correctness: every placement made without a threshold
+    cal = {}
+    for direction in ("backward", "forward"):
+        unthresholded = run_retrolog(make_pairs(directions=(direction,)), min_confidence=0.0)
+        cal[direction] = calibration(unthresholded)
+    report["calibration"] = cal
+    print(f"### Confidence vs correctness (threshold {THRESHOLD})\n")
+    print(calibration_table(cal["backward"], cal["forward"]) + "\n")
     if args.cli_runs:
         t = cli_timing(args.cli_runs)
         report["cli"] = t

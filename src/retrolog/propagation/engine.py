@@ -118,7 +118,7 @@ class Engine:
                 raise Refusal(
                     f"the statement is inside `{describe(tn, node)}` (new line "
                     f"{subject_node.lineno}), which does not exist in the old version and "
-                    f"cannot be inserted with it: {why}"
+                    f"cannot be inserted with it: {why}" + self._new_producers(stmt, block, index)
                 )
             subject = subject_node
             lifted = describe(tn, node)
@@ -183,6 +183,20 @@ class Engine:
         next_ok = following == next_old or (following < 0 and next_old == -1)
         plan.confidence = self._confidence(anchor, ctx.transparent, lifted, next_ok, plan)
         return plan
+
+    def _new_producers(self, stmt: ast.stmt, block: int, index: int) -> str:
+        """``; it reads `norm`, made by new line 37 (...), new code too`` (or '')."""
+        parts = []
+        for name in reads(stmt):
+            k = producer(self.tn, block, index, name)
+            if k != -1 and self.m.fwd[k] == -1 and name not in BUILTINS:
+                text = strip_eol(self.new_lines[self.tn.line[k] - 1]).strip()
+                if len(text) > 70:
+                    text = text[:67] + "..."
+                parts.append(f"`{name}`, made by new line {self.tn.line[k]} (`{text}`)")
+        if not parts:
+            return ""
+        return "; it reads " + ", ".join(parts) + ", which the old version does not have"
 
     def _see_through_warnings(self, ctx: Context, ins_block: int) -> list[str]:
         """What the placement left out: new wrappers, and new loops (values logged once per

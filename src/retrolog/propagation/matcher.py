@@ -42,7 +42,7 @@ from .recovery import (
     realign_loops,
     recover,
 )
-from .tree import IDENT_KINDS, Tree
+from .tree import IDENT_KINDS, LOOP_KINDS, Tree
 
 __all__ = [
     "Mapping",
@@ -215,9 +215,20 @@ def _resolve_candidates(m: Mapping, candidates: list[tuple[int, int, int]], fuzz
             got = parents[(x, y)] = dice(m, x, y)
         return got
 
+    looped: dict[tuple[int, int], bool] = {}
+
+    def in_loop(t: Tree, which: int, n: int) -> bool:
+        got = looped.get((which, n))
+        if got is None:
+            got = looped[(which, n)] = any(t.kind[x] in LOOP_KINDS for x in t.ancestors(n))
+        return got
+
     for a, b, rank in candidates:
         pa, pb = p1[a], p2[b]
         score = cached_dice(pa, pb)
+        # a statement inside a loop is not the copy of it run once before the loop (the
+        # prefetched first batch ``X, Y = get_batch("train")`` above the training loop)
+        mismatch = in_loop(t1, 1, a) != in_loop(t2, 2, b)
         if fuzzy:
             if a not in bags1:
                 bags1[a] = bag(t1, a)
@@ -230,7 +241,7 @@ def _resolve_candidates(m: Mapping, candidates: list[tuple[int, int, int]], fuzz
         gpb = p2[pb] if pb >= 0 else -1
         score2 = cached_dice(gpa, gpb) if gpa >= 0 and gpb >= 0 else 0.0
         scored.append(
-            (-round(score, 6), -round(score2, 6), rank, _position_distance(m, a, b), a, b)
+            (mismatch, -round(score, 6), -round(score2, 6), rank, _position_distance(m, a, b), a, b)
         )
     scored.sort()
     fwd, bwd = m.fwd, m.bwd
