@@ -189,7 +189,11 @@ def test_a_directory_left_as_a_link_is_mirrored_when_written_under(
 ) -> None:
     (user / "big" / "sub").mkdir()
     (user / "big" / "sub" / "deep.txt").write_text("deep\n")
-    before = tree_digest(user)
+    external = tmp_path / "external"  # the user's link to data outside the project
+    external.mkdir()
+    (external / "e.txt").write_text("external\n")
+    (user / "big" / "elsewhere").symlink_to(external)
+    before, external_before = tree_digest(user), tree_digest(external)
     _boxes, box = sandbox(user, tmp_path, cap=100, eager=5)
     assert (box.root / "big").is_symlink() and (box.root / "out").is_symlink()
     proc = run_guarded(
@@ -205,10 +209,23 @@ def test_a_directory_left_as_a_link_is_mirrored_when_written_under(
             fh.write("new\\n")
         print(open("big/sub/deep.txt").read().split(), open("big/f03.bin", "rb").read())
         print(sorted(os.listdir("big")) == sorted(os.listdir(USER_BIG)))
-        """.replace("USER_BIG", repr(str(user / "big"))),
+        with open("big/elsewhere/e.txt", "a") as fh:
+            fh.write("replay\\n")
+        print(open("big/elsewhere/e.txt").read().split())
+        try:
+            open(EXTERNAL + "/new.txt", "w")
+        except PermissionError as exc:
+            print(str(exc).split(": it lies")[0])
+        """.replace("USER_BIG", repr(str(user / "big"))).replace("EXTERNAL", repr(str(external))),
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["['deep', 'replay'] b'xxx'", "True"]
+    assert proc.stdout.splitlines() == [
+        "['deep', 'replay'] b'xxx'",
+        "True",
+        "['external', 'replay']",
+        f"{REFUSED} write {external / 'new.txt'}",
+    ]
+    assert tree_digest(external) == external_before
     for path in ("big", "big/sub", "out"):
         assert not (box.root / path).is_symlink() and (box.root / path).is_dir()
     assert os.readlink(box.root / "big" / "f03.bin") == str(user / "big" / "f03.bin")

@@ -170,15 +170,22 @@ class Policy:
             source = os.path.join(os.path.dirname(link), source)
         try:
             with os.scandir(source) as it:
-                entries = [(e.name, e.is_dir()) for e in it]
+                entries = [(e.name, e.is_dir(), e.is_symlink()) for e in it]
         except OSError:
             return False
         if len(entries) > self.budget:
             return False
         self.budget -= len(entries)
+        for name, is_dir, is_link in entries:
+            if is_link:  # the user's link to data elsewhere: that stays read-only too
+                real = os.path.realpath(os.path.join(source, name))
+                if is_dir:
+                    self.capped.append(real)
+                else:
+                    self.files.add(real)
         staging = f"{link}.retrolog-dir-{os.getpid()}-{threading.get_ident()}"
         os.mkdir(staging)
-        for name, is_dir in entries:
+        for name, is_dir, _link in entries:
             os.symlink(os.path.join(source, name), os.path.join(staging, name), is_dir)
         os.unlink(link)
         os.rename(staging, link)
