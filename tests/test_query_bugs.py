@@ -252,3 +252,9 @@ def test_where_names_are_case_insensitive_and_run_columns_are_not_doubled(three_
     frame = retrolog.dataframe("script", "loss", where="script = 'train.py'")
     assert list(frame.columns).count("script") == 1 and len(frame) == 24
     assert len(retrolog.dataframe("script")) == 3
+
+
+def test_where_arithmetic_past_int64_is_left_to_sqlite() -> None:
+    frame = pd.DataFrame({"a": np.array([1, 2**62, 3], dtype=np.int64), "b": [1.0, np.nan, 3.0]})
+    for where in ("a < 99999999999999999999", "a * 4 > 0", "a * 2 > 5", "b * 1e308 * 10 > 0"):
+        assert list(select_rows(frame, where)) == list(filter_frame(frame, where).index), where

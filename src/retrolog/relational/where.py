@@ -235,7 +235,7 @@ class _Parser:
         tok = self.take()
         if tok.kind == "num":
             number = float(tok.text)
-            is_int = re.fullmatch(r"\d+", tok.text) is not None
+            is_int = re.fullmatch(r"\d+", tok.text) is not None and number < 2**62
             return _Val("num", int(tok.text) if is_int else number, _NO)
         if tok.kind == "str":
             return _Val("str", tok.text, _NO)
@@ -295,7 +295,11 @@ _ARITH: dict[str, Callable[[Any, Any], Any]] = {"+": np.add, "-": np.subtract, "
 def _arith(left: _Val, op: str, right: _Val) -> _Val:
     if left.kind != "num" or right.kind != "num":
         raise _Unsupported("arithmetic on text")
-    data = _ARITH[op](left.data, right.data)
+    with np.errstate(all="ignore"):
+        approx = _ARITH[op](np.asarray(left.data, np.float64), np.asarray(right.data, np.float64))
+        if bool(np.any(np.abs(approx) > 2.0**62)):
+            raise _Unsupported("integers past int64")  # SQLite turns them into REALs
+        data = _ARITH[op](left.data, right.data)
     return _Val("num", data, np.logical_or(left.null, right.null))
 
 
