@@ -257,7 +257,65 @@ def runs_command(
         )
         if "version" in frame:
             frame["version"] = frame["version"].map(lambda v: v[:10] if isinstance(v, str) else v)
+        frame = _fit_runs(frame)
     _emit(frame, fmt)
+
+
+RUN_COLUMNS = ("run_id", "status", "start_time", "version", "script")  # kept first, in this order
+RUN_EXTRA_COLUMNS = ("duration", "git_branch", "git_dirty")  # after the args, dropped first
+
+
+def _fit_runs(frame: Any) -> Any:
+    """The runs table for the terminal's width: shorter times and durations, then as many columns
+    as fit at their natural width (run facts first, args next, git facts last); the hidden ones
+    are named on stderr. A table wider than the terminal folds every cell to a few characters."""
+    import pandas as pd
+    from rich.console import Console
+
+    frame = frame.copy()
+    if "start_time" in frame:
+        frame["start_time"] = frame["start_time"].map(
+            lambda t: t.strftime("%m-%d %H:%M") if isinstance(t, pd.Timestamp) else t
+        )
+    if "duration" in frame:
+        frame["duration"] = frame["duration"].map(_duration)
+    if "git_dirty" in frame:
+        frame["git_dirty"] = frame["git_dirty"].map(lambda d: "dirty" if d else "")
+    args = [c for c in frame.columns if c not in RUN_COLUMNS + RUN_EXTRA_COLUMNS]
+    order = [c for c in (*RUN_COLUMNS, *args, *RUN_EXTRA_COLUMNS) if c in frame.columns]
+    width = Console().width
+    used = 1  # the table's left border
+    shown: list[str] = []
+    for column in order:
+        cells = [_cell(v) for v in frame[column].head(200)]
+        natural = max([len(str(column)), *map(len, cells)]) + 3  # padding and the border
+        if used + natural > width and shown:
+            continue
+        used += natural
+        shown.append(column)
+    hidden = [c for c in order if c not in shown]
+    if hidden:
+        typer.echo(
+            f"(hidden for width: {', '.join(hidden)}; a wider terminal, or -f csv / -f json, "
+            "shows them)",
+            err=True,
+        )
+    return frame[shown]
+
+
+def _duration(seconds: Any) -> str:
+    """12.3 -> '12.3s', 754 -> '12m34s', 7260 -> '2h01m'."""
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError):
+        return ""
+    if value != value:
+        return ""
+    if value < 60:
+        return f"{value:.1f}s"
+    if value < 3600:
+        return f"{int(value // 60)}m{int(value % 60):02d}s"
+    return f"{int(value // 3600)}h{int(value % 3600 // 60):02d}m"
 
 
 @app.command("df")
@@ -374,7 +432,8 @@ def show_command(
 @app.command("replay")
 def replay_command(
     names: Annotated[
-        list[str], typer.Argument(help="Names logged by the new statements in today's script.")
+        list[str],
+        typer.Argument(help="Names logged by the new statements (in the script or its modules)."),
     ],
     where: WhereOption = None,
     workers: Annotated[
@@ -394,44 +453,72 @@ def replay_command(
     tolerance: Annotated[
         float, typer.Option("--tolerance", help="Relative tolerance for float fidelity.")
     ] = 1e-6,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Recompute runs an earlier replay already filled in."),
+    ] = False,
+    accept_low_confidence: Annotated[
+        bool,
+        typer.Option(
+            "--accept-low-confidence",
+            help="Replay versions where the statement's placement has a low confidence.",
+        ),
+    ] = False,
     project: ProjectOption = None,
 ) -> None:
     """Fill in values of new log statements for past runs, replaying only the work they need."""
     from rich.console import Console
 
     from .replaying import ReplayError, replay
+    from .replaying.plan import NothingToReplay
     from .replaying.render import confirm_plan, progress_display, render_report, show_plan
 
     console = Console(stderr=True)
+    options: dict[str, Any] = {
+        "where": where,
+        "workers": workers,
+        "project": project,
+        "script": script,
+        "force": force,
+        "accept_low_confidence": accept_low_confidence,
+    }
     if dry_run:
         try:
-            report = replay(
-                names, where=where, workers=workers, project=project, script=script, dry_run=True
-            )
+            report = replay(names, dry_run=True, **options)
+        except NothingToReplay as exc:
+            show_plan(Console(), exc.plan)
+            _nothing_to_replay(exc)
         except ReplayError as exc:
-            _fail(str(exc))
+            _fail(str(exc), exc.exit_code)
         show_plan(Console(), report.plan)
         return
     try:
         with progress_display(console) as on_event:
             report = replay(
                 names,
-                where=where,
-                workers=workers,
-                project=project,
-                script=script,
                 confirm=lambda plan: confirm_plan(console, plan, ask=not yes),
                 on_event=on_event,
                 tolerance=tolerance,
                 accept_divergence=accept_divergence,
+                **options,
             )
+    except NothingToReplay as exc:
+        _nothing_to_replay(exc)
     except ReplayError as exc:
-        _fail(str(exc))
+        _fail(str(exc), exc.exit_code)
     if not report.executed:
-        raise typer.Exit(1 if report.plan.tasks else 0)
+        raise typer.Exit(1)  # declined at the confirmation
     render_report(Console(), report)
     if report.failed or report.diverged:
         raise typer.Exit(1)
+
+
+def _nothing_to_replay(error: Any) -> None:
+    """No task planned: one line per run and why on stderr, then the error's exit code."""
+    lines = str(error).splitlines()
+    for line in lines[1:]:
+        typer.echo(f"retrolog: {line.strip()}", err=True)
+    _fail(f"nothing to replay ({len(lines) - 1} run(s) skipped, reasons above)", error.exit_code)
 
 
 @app.command("ui")

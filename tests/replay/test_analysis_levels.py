@@ -6,9 +6,20 @@ places a statement by a marker comment and checks the level replay would plan fo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from retrolog.replaying.analysis import ScriptStructure
+from retrolog.replaying.codebase import (
+    imported_files,
+    new_statements,
+    python_files_today,
+    version_script,
+)
+from retrolog.versions import GitRepo
+
+from ..conftest import git, write_script
 
 MNIST = """\
 import argparse
@@ -154,8 +165,8 @@ def test_a_statement_in_the_models_forward_reexecutes_and_runs_the_suffix() -> N
     reach = structure(MNIST, model).reach("model.py", line_of(model, "FORWARD"))
     assert reach.level == "inner" and reach.unresolved and reach.suffix and reach.prefix
     assert not reach.loops  # any nested loop may call it
-    init = with_line(MODEL, "INIT")
-    assert structure(MNIST, init).level_of("model.py", line_of(init, "INIT")) == "inner"
+    init = with_line(MODEL, "INIT")  # the constructor runs where Net() is called: in main()
+    assert structure(MNIST, init).level_of("model.py", line_of(init, "INIT")) == "prefix"
 
 
 def test_a_function_called_from_the_nested_loop_is_inner() -> None:
@@ -248,3 +259,37 @@ def test_statements_together_take_the_level_that_runs_all_of_them() -> None:
     after = line_of(source, "MAIN_AFTER")
     both = found.reach_all({"train.py": [outer, after]})
     assert (both.level, both.suffix) == ("outer", True)
+
+
+def test_statements_in_several_files_are_placed_file_by_file(project: Path) -> None:
+    """A statement in model.py and one in train.py: each file is taken as it is today when the
+    version's file equals it minus the statements, and propagated into the version otherwise; a
+    file the version lacks refuses the version."""
+    write_script(project, MNIST, "train.py")
+    write_script(project, MODEL, "model.py")
+    write_script(project, "def unrelated():\n    pass\n", "tests/test_other.py")
+    git(project, "add", "train.py", "model.py", "tests/test_other.py")
+    git(project, "commit", "-q", "-m", "v1")
+    v1 = git(project, "rev-parse", "HEAD").strip()
+    today_train = with_line(MNIST.replace("model.train()", "model.train(True)"), "TRAIN_INNER")
+    today_model = with_line(MODEL, "FORWARD", 'retrolog.log("x", x.sum().item())')
+    write_script(project, today_train, "train.py")
+    write_script(project, today_model, "model.py")
+    repo = GitRepo(project)
+    files = python_files_today(project, repo)
+    assert files == ["model.py", "tests/test_other.py", "train.py"]
+    found = new_statements(project, files, ["x"])
+    assert sorted(found) == ["model.py", "train.py"]
+    vs = version_script(repo, found, v1, "train.py")
+    assert vs.refused is None and sorted(vs.files) == ["model.py", "train.py"]
+    assert vs.files["model.py"] == today_model  # same as v1 but for the statement: as it is
+    assert "model.train()\n" in vs.files["train.py"]  # propagated: v1's own text kept
+    assert vs.propagation is not None and set(vs.propagation["files"]) == {"train.py"}
+    assert [p["file"] for p in vs.propagation["placements"]] == ["train.py"]
+    assert vs.placed["model.py"] == [line_of(today_model, "FORWARD")]
+    analysed = imported_files("train.py", {**vs.modules, **vs.files})
+    assert sorted(analysed) == ["model.py", "train.py"]  # not the unrelated test module
+    write_script(project, "import retrolog\nretrolog.log('x', 1)\n", "extra.py")
+    found = new_statements(project, python_files_today(project, repo), ["x"])
+    refused = version_script(repo, found, v1, "train.py")
+    assert refused.refused == "extra.py does not exist in this version"

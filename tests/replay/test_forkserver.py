@@ -402,7 +402,7 @@ def test_the_estimate_uses_the_server_and_past_replays(
     first = replay("weight_norm", workers=2)
     assert {r.fidelity for r in first.runs} == {"reproduced"}
     assert first.plan.planning_seconds > 0 and first.plan.server_seconds == 0  # waited for it
-    second = replay("weight_norm", workers=2)
+    second = replay("weight_norm", workers=2, force=True)
     assert {r.fidelity for r in second.runs} == {"reproduced"} and second.stored == 0
     plan = second.plan
     factor = plan.corrections["outer"]
@@ -413,6 +413,6 @@ def test_the_estimate_uses_the_server_and_past_replays(
     recorded = [first.plan.tasks[0].basis, *(t.basis for t in plan.tasks)]
     assert all(p < 1.0 for p in prefixes), recorded  # torch._dynamo's import is not counted
     assert plan.estimate_seconds > plan.planning_seconds
-    declined = replay("weight_norm", workers=2, confirm=lambda plan: False)
+    declined = replay("weight_norm", workers=2, confirm=lambda plan: False, force=True)
     assert not declined.executed and declined.plan.tasks
     assert shutdown_servers() == 1

@@ -107,7 +107,7 @@ def test_replaying_again_stores_nothing_twice(project: Path) -> None:
     write_script(project, with_statements(TRAIN, "weight_norm"))
     first = replay("weight_norm", workers=2)
     assert first.stored == 2 * 4
-    again = replay("weight_norm", workers=2)
+    again = replay("weight_norm", workers=2, force=True)  # without force: skipped, see layouts
     assert again.stored == 0 and again.executed
     frame = retrolog.dataframe("weight_norm")
     assert frame["weight_norm"].notna().sum() == 2 * 4

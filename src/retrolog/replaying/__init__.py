@@ -4,7 +4,7 @@ another executor), verify fidelity and store new values with provenance. See doc
 from .api import ReplayError, ReplayReport, replay
 from .executor import Executor, Job, JobResult, LocalProcessExecutor
 from .forkserver import ForkServerExecutor
-from .plan import Plan
+from .plan import NothingToReplay, Plan
 
 __all__ = [
     "Executor",
@@ -12,6 +12,7 @@ __all__ = [
     "JobResult",
     "ForkServerExecutor",
     "LocalProcessExecutor",
+    "NothingToReplay",
     "Plan",
     "ReplayError",
     "ReplayReport",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..project import Project, find_project
 from .executor import Executor, JobResult
 from .forkserver import ForkServerExecutor, script_imports
-from .plan import Plan, ReplayError
+from .plan import NothingToReplay, Plan, ReplayError
 
 if TYPE_CHECKING:
     from ..store.lite import Database
@@ -69,8 +69,11 @@ class ReplayReport:
                 else " (not run)"
             )
         ]
+        low = {r.run_id for r in self.plan.runs if r.low_confidence}
         for r in self.runs:
             line = f"  {r.run_id}  {r.level or '-':6}  {r.fidelity:14}  stored {r.stored}"
+            if r.run_id in low:
+                line += "  (low-confidence placement accepted)"
             if r.compared:
                 line += f"  ({r.compared} recorded values compared, {r.mismatches} differ)"
             if r.detail:
@@ -91,13 +94,20 @@ def replay(
     tolerance: float = 1e-6,
     accept_divergence: bool = False,
     dry_run: bool = False,
+    force: bool = False,
+    accept_low_confidence: bool = False,
 ) -> ReplayReport:
     """Fill in values of new log statements for past runs by replaying them from checkpoints.
 
-    ``names``: the names the new ``retrolog.log`` statements in today's script log. ``where``: SQL
-    over args, run facts, main-loop iterations (and recorded values logged per iteration) that
-    selects runs and iterations. ``confirm(plan)`` may veto after seeing the plan. Returns a
-    report; the new values are then visible through ``retrolog.dataframe``.
+    ``names``: the names the new ``retrolog.log`` statements log, in today's script or any
+    module of the project. ``where``: SQL over args, run facts, main-loop iterations (and
+    recorded values logged per iteration) that selects runs and iterations. ``confirm(plan)`` may
+    veto after seeing the plan. ``force``: recompute runs an earlier replay of the same
+    statements already filled in (skipped otherwise). ``accept_low_confidence``: replay versions
+    where propagation placed a statement with a confidence below its threshold (refused
+    otherwise). Returns a report; the new values are then visible through ``retrolog.dataframe``.
+    Raises ``NothingToReplay`` (a ``ReplayError``; its message has one line per run and why) when
+    no task is planned, dry run included.
     """
     started = time.perf_counter()
     if isinstance(names, str):
@@ -130,6 +140,8 @@ def replay(
             accept_divergence,
             dry_run,
             started,
+            force,
+            accept_low_confidence,
         )
     finally:
         if early is not None:
@@ -152,9 +164,11 @@ def _replay(
     accept_divergence: bool,
     dry_run: bool,
     started: float,
+    force: bool = False,
+    accept_low_confidence: bool = False,
 ) -> ReplayReport:
-    from .execute import RunResult, run_plan
-    from .planner import NOT_SELECTED, build_plan
+    from .execute import run_plan
+    from .planner import build_plan
 
     forked = executor is None or isinstance(executor, ForkServerExecutor)
     server_seconds: float | None = None
@@ -182,23 +196,17 @@ def _replay(
         preloaded_lazy=lazy,
         cores=_cores(),
         imports_now=imports_now,
+        force=force,
+        accept_low_confidence=accept_low_confidence,
     )
     if isinstance(executor, ForkServerExecutor) and server_seconds is not None:
         remaining, _ = executor.calibration()  # planning took some of the server's start
         plan.server_seconds = remaining or 0.0
     plan.planning_seconds = time.perf_counter() - started
     report = ReplayReport(plan)
-    if dry_run or not plan.tasks:
-        if not plan.tasks and not dry_run:
-            report.runs = [
-                RunResult(
-                    r.run_id,
-                    r.level,
-                    "not_selected" if r.skipped == NOT_SELECTED else "not_replayable",
-                    detail=r.skipped or "",
-                )
-                for r in plan.runs
-            ]
+    if not plan.tasks:
+        raise NothingToReplay(plan)  # never a silent no-op: say, per run, why nothing runs
+    if dry_run:
         return report
     if confirm is not None and not confirm(plan):
         return report
@@ -251,14 +259,16 @@ def _likely_imports(proj: Project, names: Sequence[str], script: str | None) -> 
 
     scripts = [script] if script else _recorded_scripts(proj)
     found: list[str] = []
+    every: list[str] = []  # the statements may be in a module the scripts import
     for name in scripts:
         try:
             source = (proj.root / name).read_text()
+            every += script_imports(source)
             if find_log_statements(source, names):
                 found += script_imports(source)
         except (OSError, ValueError, SyntaxError):
             continue
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(found or every))
 
 
 def _recorded_scripts(proj: Project) -> list[str]:

@@ -166,7 +166,7 @@ def _job(
         full_iterations=task.full_iterations,
         skip_main_loop=task.skip_main_loop,
         stop_at_main_loop=task.level == "prefix",
-        stop_after_main_loop=task.level in ("outer", "inner"),
+        stop_after_main_loop=task.level in ("outer", "inner") and not task.run_suffix,
         reexecute_loops=next(r.reexecute_loops for r in plan.runs if r.run_id == task.run_id),
         checkpoints=data.checkpoints,
         main_exit=data.main_exit[0] if data.main_exit else None,
@@ -389,6 +389,10 @@ def _update_task(
             return
     elif kind == "retry":
         values = {"status": "retrying", "log": str(info.get("log", ""))[-8000:]}
+    elif kind == "finished":  # done when it ends, not when the whole replay has been collected
+        ok = info.get("returncode") == 0
+        values = {"status": "done" if ok else "failed", "finished": time.time()}
+        values.update({"progress": 1.0, "actual_seconds": info.get("seconds")} if ok else {})
     if values:
         with store.transaction() as tx:
             update_rows(tx, "replay_tasks", values, {"replay_id": replay_id, "task_id": task_id})

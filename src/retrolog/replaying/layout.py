@@ -98,7 +98,7 @@ class _Module:
     path: str
     tree: ast.Module
     functions: list[FunctionNode] = field(default_factory=list)
-    in_class: set[int] = field(default_factory=set)  # ids of functions defined in a class body
+    in_class: dict[int, str] = field(default_factory=dict)  # method id -> its class's name
     aliases: dict[str, str] = field(default_factory=dict)  # local name -> imported name
 
 
@@ -137,7 +137,7 @@ class ProjectCode:
                 module.functions.append(node)
             elif isinstance(node, ast.ClassDef):
                 module.in_class.update(
-                    id(item)
+                    (id(item), node.name)
                     for item in node.body
                     if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))
                 )
@@ -209,14 +209,18 @@ class ProjectCode:
         be reached where the analysis cannot see (referenced without a call, a method Python or a
         framework calls implicitly, or no call found at all)."""
         module = self.modules[path]
+        owner = module.in_class.get(id(function))
+        name = function.name
+        if owner is not None and name == "__init__":
+            name = owner  # a constructor runs where its class is called
         sites = [
             s
-            for s in self.sites.get(function.name, [])
+            for s in self.sites.get(name, [])
             if not (s.path == path and s.line == function.lineno)
         ]
         called = [s for s in sites if s.called]
-        implicit = (id(function) in module.in_class and function.name in IMPLICIT_METHODS) or (
-            function.name.startswith("__") and function.name.endswith("__")
+        implicit = (owner is not None and name in IMPLICIT_METHODS) or (
+            name.startswith("__") and name.endswith("__")
         )
         return called, implicit or not called or len(called) < len(sites)
 

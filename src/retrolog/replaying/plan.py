@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import ReplayRefused, UsageError
 
 LEVEL_ORDER = {"prefix": 0, "suffix": 1, "outer": 2, "inner": 3, "full": 4}
 FORK_SECONDS = 0.12  # a forked task's fixed cost (fork, exit, torch's atexit handlers)
@@ -24,6 +24,20 @@ COLLECT_PER_RUN_SECONDS = 0.005
 
 class ReplayError(UsageError):  # a ValueError too, as it always was
     """The replay cannot be planned; the message says what to change."""
+
+
+class NothingToReplay(ReplayError, ReplayRefused):
+    """No task was planned: every run was skipped. The message has one line per run and why;
+    ``plan`` is the plan (to show it)."""
+
+    exit_code = ReplayRefused.exit_code
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        reasons = [f"  {r.run_id}: {r.skipped or 'nothing selected'}" for r in plan.runs]
+        if not reasons:
+            reasons = [f"  no finished run of {plan.script} is recorded"]
+        super().__init__("nothing to replay:\n" + "\n".join(reasons))
 
 
 @dataclass
@@ -55,6 +69,7 @@ class TaskPlan:
     basis: str  # how the estimate was made, in words
     # the estimate at the recorded pace, before pace and corrections: what corrections learn from
     raw_seconds: float = 0.0
+    run_suffix: bool = False  # outer/inner: go on after the main loop (a statement runs there)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +91,10 @@ class RunPlan:
     propagated: dict[str, Any] | None = None  # placement report when the code differed
     reexecute_loops: list[str] = field(default_factory=list)
     tasks: list[TaskPlan] = field(default_factory=list)
+    # where the statements also run besides ``level`` ("prefix", "suffix"), and why in words
+    also: list[str] = field(default_factory=list)
+    why: str = ""
+    low_confidence: bool = False  # a placement below the propagation threshold was accepted
 
 
 @dataclass
@@ -151,14 +170,27 @@ def makespan(durations: list[float], workers: int) -> float:
     return max(loads) if durations else 0.0
 
 
+def nested_work(restored: set[str], rerun: set[str]) -> str:
+    """What an outer iteration does with its nested loops, in words."""
+    if restored and rerun:
+        return (
+            f"restoring nested loop(s) {', '.join(sorted(restored))} from checkpoints and "
+            f"re-executing {', '.join(sorted(rerun))}"
+        )
+    if rerun:
+        return f"re-executing nested loop(s) {', '.join(sorted(rerun))} (no usable checkpoint)"
+    if restored:
+        return f"restoring nested loop(s) {', '.join(sorted(restored))} from checkpoints"
+    return "outside nested loops"
+
+
 def combine_levels(levels: list[str]) -> str:
-    """One level for several new statements: the same, inner+outer -> inner, anything else full."""
+    """One level for several new statements: the one whose task runs all of them (inner >
+    outer > suffix > prefix; see ``layout.combine``, which also keeps where else they run)."""
     unique = set(levels)
-    if len(unique) == 1:
-        return levels[0]
-    if unique <= {"inner", "outer"}:
-        return "inner"
-    return "full"
+    if not unique or "full" in unique:
+        return "full"
+    return next(level for level in ("inner", "outer", "suffix", "prefix") if level in unique)
 
 
 def split_contiguous(values: list[int], parts: int) -> list[list[int]]:
@@ -268,15 +300,22 @@ class CostModel:
             iterations = [i for i in iterations if i <= last_iteration]
         full = set(full_iterations or [])
         outer = full_time = 0.0
+        restored: set[str] = set()
+        rerun: set[str] = set()
         for index in iterations:
             if index in full:
                 full_time += timings.iterations.get(index, 0.0) * pace
             else:
-                outer += self.outer_iteration(
-                    timings, index, checkpoints.get(index, {}), reexecute, pace
-                )
+                skippable = checkpoints.get(index, {})
+                outer += self.outer_iteration(timings, index, skippable, reexecute, pace)
+                for loop in timings.nested.get(index, {}):
+                    (restored if loop in skippable and loop not in reexecute else rerun).add(loop)
         seconds += outer + full_time
-        parts.append(f"{len(iterations) - len(full)} iterations skipping nested loops {outer:.2f}s")
+        if len(iterations) > len(full):
+            parts.append(
+                f"{len(iterations) - len(full)} iterations {nested_work(restored, rerun)} "
+                f"{outer:.2f}s"
+            )
         if full:
             parts.append(f"{len(full)} iterations re-executed {full_time:.2f}s")
         if level == "suffix":

@@ -18,13 +18,15 @@ from ..record.values import from_cell
 from ..store.readonly import authorize_read_only
 from ..versions import GitError, GitRepo
 from ..versions.remote import missing_version_message, missing_versions_message
-from .analysis import (
-    ScriptStructure,
-    Statement,
-    find_log_statements,
-    logged_names,
-    strip_statements,
+from .analysis import ScriptStructure, Statement
+from .codebase import (
+    VersionScript,
+    imported_files,
+    new_statements,
+    python_files_today,
+    version_script,
 )
+from .layout import Reach
 from .plan import (
     CostModel,
     Plan,
@@ -32,7 +34,6 @@ from .plan import (
     RunPlan,
     RunTimings,
     TaskPlan,
-    combine_levels,
     pace,
     split_contiguous,
 )
@@ -55,29 +56,21 @@ class RunData:
     argv: list[str]
     cwd: str | None
     args: dict[str, Any]
-    main_loop: str | None = None  # name of the script's main loop in this version
+    main_loop: str | None = None  # the loop the run ran at depth 1 (its first, by name)
     paths: dict[int, tuple[tuple[str, int], ...]] = field(
         default_factory=dict
     )  # ctx -> coordinates
     main_ctx: dict[int, int] = field(default_factory=dict)  # main iteration -> ctx id
+    nested_loops: set[str] = field(default_factory=set)  # loops run inside main iterations
     timings: RunTimings = field(default_factory=RunTimings)
     checkpoints: list[tuple[int, str, str]] = field(default_factory=list)
     checkpoint_bytes: dict[int, dict[str, int]] = field(default_factory=dict)
     main_exit: tuple[str, int] | None = None  # (manifest, bytes)
 
 
-@dataclass
-class VersionScript:
-    """The script of one version with the new statements in it, and how they got there."""
-
-    source: str
-    lines: list[int]
-    structure: ScriptStructure
-    propagation: dict[str, Any] | None
-    refused: str | None = None
-
-
-def load_run(store: Database, row: Any, main_loop: str | None) -> RunData:
+def load_run(store: Database, row: Any, main_loop: str | None = None) -> RunData:
+    """A run's recorded loops, timings and checkpoints. The main loop is the loop the run ran at
+    depth 1 (``parent_id = 0``; the first one, as recording counts only it), unless named."""
     key = int(row.id)
     args = {
         name: from_cell(t, n, x)
@@ -95,14 +88,19 @@ def load_run(store: Database, row: Any, main_loop: str | None) -> RunData:
         args,
         main_loop,
     )
-    for ctx_id, parent, name, iteration in store.fetch(
+    loops = store.fetch(
         "SELECT ctx_id, parent_id, name, iteration FROM loops WHERE run = :r ORDER BY ctx_id",
         {"r": key},
-    ):
+    )
+    if data.main_loop is None:
+        data.main_loop = next((name for _c, parent, name, _i in loops if not parent), None)
+    for ctx_id, parent, name, iteration in loops:
         base = data.paths.get(parent, ()) if parent else ()
         data.paths[ctx_id] = (*base, (name, iteration))
-        if parent == 0 and name == main_loop:
+        if not parent and name == data.main_loop:
             data.main_ctx[iteration] = ctx_id
+    main_ctxs = set(data.main_ctx.values())
+    data.nested_loops = {name for _c, parent, name, _i in loops if parent in main_ctxs}
     ctx_to_main = {ctx: index for index, ctx in data.main_ctx.items()}
     timings = data.timings
     for kind, loop, ctx_id, iteration, seconds in store.fetch(
@@ -136,24 +134,85 @@ def load_run(store: Database, row: Any, main_loop: str | None) -> RunData:
     return data
 
 
-def version_script(
-    repo: GitRepo | None, today: str, statements: Sequence[Statement], version: str, script: str
-) -> VersionScript:
-    """Today's statements placed into ``version`` of ``script`` (directly or by propagation)."""
-    if repo is None:
-        raise ReplayError("the project is not a git repository")
-    old = repo.read_file(version, script)
-    if strip_statements(today, statements) == old:
-        return VersionScript(today, [s.line for s in statements], ScriptStructure(today), None)
-    from ..propagation import propagate
+class Structures:
+    """``ScriptStructure`` per version and recorded loop names (runs of a version share it)."""
 
-    result = propagate(today, old, [s.line for s in statements])
-    if result.refused:
-        return VersionScript(
-            old, [], ScriptStructure(old), result.to_dict(), refused=result.refused
+    def __init__(self, script: str, versions: dict[str, VersionScript]) -> None:
+        self.script = script
+        self.versions = versions
+        self._cache: dict[tuple[str, str | None, tuple[str, ...]], ScriptStructure] = {}
+
+    def get(self, version: str, data: RunData | None) -> ScriptStructure:
+        main = data.main_loop if data else None
+        nested = tuple(sorted(data.nested_loops)) if data and main else ()
+        key = (version, main, nested)
+        if key not in self._cache:
+            vs = self.versions[version]
+            modules = imported_files(
+                self.script, {**vs.modules, **vs.files, self.script: vs.source}
+            )
+            modules.pop(self.script, None)
+            self._cache[key] = ScriptStructure(
+                vs.source, self.script, modules, main, nested if main else None
+            )
+        return self._cache[key]
+
+
+def statement_text(path: str, statement: Statement, script: str) -> str:
+    """A statement as plans show and store it: its whole text, after its file's name when that
+    is not the entry script."""
+    return statement.text if path == script else f"{path}: {statement.text.strip()}"
+
+
+def _already_replayed(
+    store: Database, names: Sequence[str], statements: Sequence[str], where: str | None
+) -> dict[int, str]:
+    """run key -> the latest finished replay that stored values for every one of ``names`` on
+    that run, from these same statements and over the same selection (no ``--where``, or the
+    same one), and reproduced the run's recorded values there. A replay of an edited statement,
+    of fewer iterations, or one whose divergence was accepted does not count."""
+    binds = {f"n{i}": name for i, name in enumerate(names)}
+    try:
+        rows = store.fetch(
+            "SELECT l.run, l.name, r.replay_id, r.statements, r.where_clause, r.created "
+            "FROM logs l JOIN replays r ON r.replay_id = l.replay_id "
+            "JOIN runs u ON u.id = l.run "
+            "JOIN replay_runs f ON f.replay_id = r.replay_id AND f.run_id = u.run_id "
+            "WHERE r.status = 'finished' AND f.fidelity IN ('reproduced', 'unchecked') "
+            f"AND l.name IN ({', '.join(':' + b for b in binds)}) "
+            "GROUP BY l.run, l.name, r.replay_id",
+            binds,
         )
-    lines = [p.line for p in result.placements]
-    return VersionScript(result.source, lines, ScriptStructure(result.source), result.to_dict())
+    except Exception:
+        return {}
+    wanted = [text.strip() for text in statements]
+    latest: dict[int, dict[str, tuple[float, str]]] = {}
+    for run, name, replay_id, texts, clause, created in rows:
+        if clause not in (None, "", where):
+            continue
+        if not all(text in (texts or "") for text in wanted):
+            continue
+        seen = latest.setdefault(int(run), {})
+        if name not in seen or (created or 0) > seen[name][0]:
+            seen[name] = (created or 0.0, replay_id)
+    return {
+        run: max(by_name.values())[1]
+        for run, by_name in latest.items()
+        if all(n in by_name for n in names)
+    }
+
+
+def _low_confidence(report: dict[str, Any] | None) -> bool:
+    """Whether a placement is below the propagation package's threshold (when it has one)."""
+    if not report:
+        return False
+    try:
+        from ..propagation import api as propagation_api
+
+        threshold = float(getattr(propagation_api, "THRESHOLD", 0.5))
+    except Exception:
+        threshold = 0.5
+    return float(report.get("confidence") or 0.0) < threshold
 
 
 def measure_load_speed(objects_url: str, manifests: Sequence[str]) -> float:
@@ -187,31 +246,39 @@ def build_plan(
     preloaded_lazy: float = 0.0,
     cores: int = 0,
     imports_now: float | None = None,
+    force: bool = False,
+    accept_low_confidence: bool = False,
 ) -> tuple[Plan, dict[str, RunData], dict[str, VersionScript]]:
-    """Plan a replay of the statements logging ``names`` in today's script. ``server_seconds``:
-    what is left of the fork server's start (None: as long as the slowest run's recorded start-up);
-    ``preloaded_lazy``: seconds of the prefix's lazy imports the server has done; ``cores``: CPU
-    cores the tasks share (0: one per worker); ``imports_now``: seconds the fork server took to
-    import the script's top-level modules, against which the recorded start-ups give the pace
-    of this machine now relative to when the runs were recorded (``plan.pace``)."""
+    """Plan a replay of the statements logging ``names`` in today's project files (the entry
+    script or any module it uses). ``server_seconds``: what is left of the fork server's start
+    (None: as long as the slowest run's recorded start-up); ``preloaded_lazy``: seconds of the
+    prefix's lazy imports the server has done; ``cores``: CPU cores the tasks share (0: one per
+    worker); ``imports_now``: seconds the fork server took to import the script's top-level
+    modules, against which the recorded start-ups give the pace of this machine now relative to
+    when the runs were recorded (``plan.pace``). ``force``: replay runs an earlier replay already
+    filled in; ``accept_low_confidence``: accept placements propagation finds unreliable."""
     names = list(dict.fromkeys(names))
     if not names:
         raise ReplayError("name at least one logged value to replay")
     rows = store.fetch(
         "SELECT id, run_id, script, version, status, argv, cwd FROM runs WHERE status != 'running' ORDER BY run_id"
     )
-    script = _pick_script(project, rows, names, script)
-    today = (project.root / script).read_text()
-    statements = find_log_statements(today, names)
-    missing = [n for n in names if n not in {s.name for s in statements}]
+    repo = GitRepo(project.root) if project.in_git else None
+    found = new_statements(project.root, python_files_today(project.root, repo), names)
+    script = _pick_script(project, rows, names, script, found)
+    missing = [n for n in names if not any(s.name == n for _t, ss in found.values() for s in ss)]
     if missing:
         raise ReplayError(
-            f"{script} has no statement logging {', '.join(map(repr, missing))}; add it first"
+            f"no Python file of the project has a statement logging "
+            f"{', '.join(map(repr, missing))}; add it first"
         )
-    repo = GitRepo(project.root) if project.in_git else None
+    statements = [statement_text(path, s, script) for path, (_t, ss) in found.items() for s in ss]
     versions: dict[str, VersionScript] = {}
+    structures = Structures(script, versions)
+    reaches: dict[str, Reach] = {}
     runs: dict[str, RunData] = {}
     plans: list[RunPlan] = []
+    done = {} if force else _already_replayed(store, names, statements, where)
     absent: list[tuple[str, str]] = []  # runs whose version is not in this repository
     for row in (r for r in rows if r.script == script):
         plan = RunPlan(run_id=row.run_id, version=row.version, script=script)
@@ -230,28 +297,35 @@ def build_plan(
             continue
         if row.version not in versions:
             try:
-                versions[row.version] = version_script(repo, today, statements, row.version, script)
+                versions[row.version] = version_script(
+                    repo, found, row.version, script, accept_low_confidence
+                )
             except GitError as exc:
                 plan.skipped = f"cannot read {script} at {row.version[:10]}: {exc}"
                 continue
         vs = versions[row.version]
         plan.propagated = vs.propagation
+        plan.low_confidence = accept_low_confidence and _low_confidence(vs.propagation)
         if vs.refused:
             plan.skipped = f"the statement has no place in version {row.version[:10]}: {vs.refused}"
             continue
-        already = logged_names(repo.read_file(row.version, script)) & set(names)
-        if already:
-            plan.skipped = f"its code already logs {', '.join(sorted(already))}"
+        if vs.already:
+            plan.skipped = f"its code already logs {', '.join(sorted(vs.already))}"
             continue
-        structure = vs.structure
-        plan.level = combine_levels([structure.level_of(line) for line in vs.lines])
-        main_name = structure.main.name if structure.main else None
-        runs[row.run_id] = load_run(store, row, main_name)
-        if plan.level in ("outer", "inner") and not runs[row.run_id].main_ctx:
-            plan.skipped = f"no recorded iterations of its main loop {main_name!r}"
+        if int(row.id) in done:
+            plan.skipped = f"already replayed by {done[int(row.id)]}; --force recomputes"
+            continue
+        data = runs[row.run_id] = load_run(store, row)
+        structure = structures.get(row.version, data)
+        reach = reaches[row.run_id] = structure.reach_all(vs.placed)
+        plan.level = reach.level
+        plan.also = [w for w in ("prefix", "suffix") if getattr(reach, w)]
+        plan.why = reach.why
+        if plan.level in ("outer", "inner") and not data.main_ctx:
+            plan.skipped = f"no recorded iterations of its main loop {data.main_loop!r}"
     if absent and len(absent) == len(plans):
         raise MissingVersionError(missing_versions_message(absent))
-    selected = _select(store, [p for p in plans if not p.skipped], runs, versions, where)
+    selected = _select(store, [p for p in plans if not p.skipped], runs, structures, reaches, where)
     objects_manifests = [c[2] for data in runs.values() for c in data.checkpoints[:1]]
     model = CostModel(
         measure_load_speed(project.objects_url, objects_manifests),
@@ -271,16 +345,20 @@ def build_plan(
             continue
         data = runs[plan.run_id]
         coords = selected[plan.run_id]
+        if plan.also and where is None and plan.level in ("outer", "inner"):
+            coords.add(())  # keep what the statements log before/after the main loop too
         plan.selected = [list(c) for c in sorted(coords)]
         plan.iterations = sorted({c[0] for c in coords if c})
         assert plan.version is not None and plan.level is not None
-        structure = versions[plan.version].structure
+        structure = structures.get(plan.version, data)
         reexecute = structure.loops_to_reexecute()
         plan.reexecute_loops = sorted(reexecute)
+        last_recorded = max(data.main_ctx) if data.main_ctx else None
         for chunk in _chunks(plan, n_selected, workers):
             task_id += 1
             full = chunk if plan.level == "inner" else None
             last = max(chunk) if plan.level in ("outer", "inner") and chunk else None
+            run_suffix = "suffix" in plan.also and last is not None and last == last_recorded
             skip_main = (
                 plan.level == "suffix"
                 and data.main_exit is not None
@@ -298,6 +376,11 @@ def build_plan(
             )
             seconds, basis = model.task(*shape)
             raw_seconds, raw_bases[task_id] = model.task(*shape, pace=1.0)
+            if run_suffix:
+                seconds += data.timings.suffix * model.pace
+                raw_seconds += data.timings.suffix
+                basis += f" + suffix {data.timings.suffix * model.pace:.2f}s"
+                raw_bases[task_id] += f" + suffix {data.timings.suffix:.2f}s"
             plan.tasks.append(
                 TaskPlan(
                     task_id,
@@ -310,6 +393,7 @@ def build_plan(
                     seconds,
                     basis,
                     raw_seconds,
+                    run_suffix,
                 )
             )
     corrections = past_corrections(store, script)
@@ -324,7 +408,7 @@ def build_plan(
                 f"{whose} ran"
             )
     replay_id = new_run_id()
-    stmt_texts = [s.text for s in statements]
+    stmt_texts = statements
     if server_seconds is None:
         planned = [runs[p.run_id].timings.startup for p in plans if p.tasks]
         server_seconds = max(planned) if planned else 0.0
@@ -411,8 +495,14 @@ def past_corrections(store: Database, script: str) -> dict[str, float]:
 
 
 def _pick_script(
-    project: Project, rows: Sequence[Any], names: Sequence[str], script: str | None
+    project: Project,
+    rows: Sequence[Any],
+    names: Sequence[str],
+    script: str | None,
+    found: dict[str, tuple[str, list[Statement]]],
 ) -> str:
+    """The recorded entry script to replay: the one named, else the only recorded script that
+    has the statements or imports a module that has them."""
     if script is not None:
         candidate = Path(script)
         if candidate.is_absolute():
@@ -421,21 +511,58 @@ def _pick_script(
             raise ReplayError(f"no recorded run of {script!r} (see `retrolog runs`)")
         return script
     scripts = sorted({r.script for r in rows if r.script and r.script != "<interactive>"})
-    with_statement = [
-        s
-        for s in scripts
-        if (project.root / s).is_file()
-        and find_log_statements((project.root / s).read_text(), names)
-    ]
+    if not found:
+        raise ReplayError(
+            f"no recorded script logs {', '.join(map(repr, names))} today, nor any other "
+            "Python file of the project; add the statement first"
+        )
+    with_statement = [s for s in scripts if s in found]
+    if not with_statement:
+        modules = {_module_name(path) for path in found}
+        with_statement = [
+            s
+            for s in scripts
+            if (project.root / s).is_file() and _imports(project.root / s, modules)
+        ]
+        if not with_statement:
+            with_statement = scripts if len(scripts) == 1 else []
     if len(with_statement) == 1:
         return with_statement[0]
     if not with_statement:
         raise ReplayError(
-            f"no recorded script logs {', '.join(map(repr, names))} today; add the statement to the script first"
+            f"no recorded script logs {', '.join(map(repr, names))} today "
+            f"(found in {', '.join(found)}); pass --script"
         )
     raise ReplayError(
         f"several scripts log these names ({', '.join(with_statement)}); pass --script"
     )
+
+
+def _module_name(path: str) -> str:
+    """``pkg/model.py`` -> ``pkg.model``; ``pkg/__init__.py`` -> ``pkg``."""
+    parts = path[:-3].split("/")
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, modules: set[str]) -> bool:
+    """Whether the script at ``path`` imports one of ``modules`` (or a name from it)."""
+    import ast
+
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return False
+    short = {m.rsplit(".", 1)[-1] for m in modules}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name in modules for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if base in modules or any(
+                f"{base}.{a.name}".lstrip(".") in modules or a.name in short for a in node.names
+            ):
+                return True
+    return False
 
 
 def _chunks(plan: RunPlan, n_runs: int, workers: int) -> list[list[int]]:
@@ -449,7 +576,8 @@ def _select(
     store: Database,
     plans: Sequence[RunPlan],
     runs: dict[str, RunData],
-    versions: dict[str, VersionScript],
+    structures: Structures,
+    reaches: dict[str, Reach],
     where: str | None,
 ) -> dict[str, set[tuple[int, ...]]]:
     """Selected coordinates per run: () for a whole run, (main,) or (main, nested) iterations."""
@@ -459,12 +587,11 @@ def _select(
     for plan in plans:
         data = runs[plan.run_id]
         assert plan.version is not None
-        structure = versions[plan.version].structure
-        main_name = structure.main.name if structure.main else None
+        main_name = data.main_loop
         base = {"run_id": data.run_id, "version": data.version, "script": data.script, **data.args}
         rows: list[dict[str, Any]]
         if plan.level == "inner":
-            inner_names = _inner_loop_names(structure, versions[plan.version].lines)
+            inner_names = set(reaches[plan.run_id].loops) or data.nested_loops
             rows = [
                 {
                     **base,
@@ -489,14 +616,6 @@ def _select(
         coord = () if levels[row["run_id"]] in ("prefix", "suffix") else tuple(row["_coord"])
         out.setdefault(row["run_id"], set()).add(coord)
     return out
-
-
-def _inner_loop_names(structure: ScriptStructure, lines: Sequence[int]) -> set[str]:
-    names = set()
-    for loop in structure.nested:
-        if loop.name and any(loop.node.lineno < ln <= (loop.node.end_lineno or 0) for ln in lines):
-            names.add(loop.name)
-    return names or {loop.name for loop in structure.nested if loop.name}
 
 
 def _add_epoch_metrics(
