@@ -102,8 +102,22 @@ NEW_STATEMENT = 'lr = retrolog.arg("lr", 0.1)\nretrolog.log("lr_x2", lr * 2)\n'
 
 
 @pytest.mark.slow
-def test_push_then_pull_shares_versions(clones: dict) -> None:
+def ui_diff(b: Path, run_id: str) -> dict:
+    """The UI's diff of a run against HEAD, as its JSON API serves it in clone ``b``."""
+    from fastapi.testclient import TestClient
+
+    from retrolog.ui import create_app
+
+    client = TestClient(create_app(b), base_url="http://127.0.0.1")
+    response = client.get(f"/api/runs/{run_id}/diff")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_push_then_pull_shares_versions(clones: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     a, b, env = clones["a"], clones["b"], clones["env"]
+    for key, value in env.items():  # the UI runs in this process
+        monkeypatch.setenv(key, value)
     ids = run_ids(b, env)
     assert len(ids) == 3
     versions = {r: git(a, "rev-parse", f"refs/retrolog/runs/{r}").strip() for r in ids}
@@ -120,6 +134,8 @@ def test_push_then_pull_shares_versions(clones: dict) -> None:
     replayed = cli(b, "replay", "lr_x2", "--yes", **env)
     assert replayed.returncode == 4, replayed.stdout + replayed.stderr
     assert "retrolog pull origin" in replayed.stderr and "3 runs" in replayed.stderr
+    view = ui_diff(b, ids[1])
+    assert view["text"] is None and "retrolog pull origin" in view["note"]
     frame = cli(b, "df", "loss", "-f", "json", **env)  # no version needed
     assert frame.returncode == 0 and len(json.loads(frame.stdout)) == 4 * 2 + 5 * 2 + 2 * 2
 
@@ -144,6 +160,7 @@ def test_push_then_pull_shares_versions(clones: dict) -> None:
     shown = cli(b, "show", ids[1], "-f", "json", **env)
     assert shown.returncode == 0, shown.stderr
     assert "range(5)" in json.loads(shown.stdout)["diff"]
+    assert "range(5)" in ui_diff(b, ids[1])["text"]
     replayed = cli(b, "replay", "lr_x2", "--yes", **env)
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     values = cli(b, "df", "lr_x2", "-f", "json", **env)
