@@ -51,8 +51,10 @@ def materialise(
     roots: dict[str, Path] = {}
     for version in sorted({t.version for t in plan.tasks}):
         root = repo.materialise(version, workdir / f"v-{version[:12]}")
-        (root / plan.script).parent.mkdir(parents=True, exist_ok=True)
-        (root / plan.script).write_text(versions[version].source)
+        vs = versions[version]
+        for path, text in {plan.script: vs.source, **vs.files}.items():
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_text(text)  # the entry script and every file with new statements
         roots[version] = root  # each task gets its own tree from it (sandbox.Sandboxes)
     return roots
 
