@@ -103,6 +103,8 @@ def push(root: Path | str, remote: str | None = None, refs: list[str] | None = N
     """Push the hidden refs (all of them, or only ``refs``) to ``remote``; never forced."""
     repo = _repo(root)
     name = resolve_remote(repo, remote)
+    if refs is None and not _hidden_refs(repo):
+        return Transfer(remote=name)  # no run recorded here: git would call the refspec an error
     specs = [f"{ref}:{ref}" for ref in refs] if refs is not None else [REFSPEC]
     proc = repo._git("push", "--porcelain", "--no-verify", name, *specs, check=False)
     transfer = Transfer(remote=name)
@@ -119,14 +121,14 @@ def pull(root: Path | str, remote: str | None = None) -> Transfer:
     name = resolve_remote(repo, remote)
     before = _hidden_refs(repo)
     proc = repo._git(
-        "fetch", "--no-tags", "--no-write-fetch-head", "--quiet", name, REFSPEC, check=False
+        "fetch", "--no-tags", "--no-write-fetch-head", "--verbose", name, REFSPEC, check=False
     )
     after = _hidden_refs(repo)
+    err = proc.stderr.decode(errors="replace")
     transfer = Transfer(remote=name)
-    transfer.new = sorted(r for r in after if r not in before)
-    transfer.unchanged = sum(1 for r in after if r in before and after[r] == before[r])
+    transfer.new = sorted(r for r in after if r not in before or after[r] != before[r])
+    transfer.unchanged = sum(1 for line in err.splitlines() if "[up to date]" in line)
     if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace")
         transfer.rejected = sorted(
             line.split("->")[-1].strip().split()[0]
             for line in err.splitlines()
