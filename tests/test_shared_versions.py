@@ -234,3 +234,28 @@ def test_auto_push_after_each_run(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("RETROLOG_AUTO_PUSH names the git remote 'nowhere'") == 1
+
+
+def test_push_pull_edge_cases(tmp_path: Path) -> None:
+    """Nothing recorded yet: 0 new, exit 0. A run ref that differs on the two sides is never
+    forced either way: both commands name it and exit 1, and neither side's ref moves."""
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+    repo = tmp_path / "c"
+    git(tmp_path, "clone", "-q", str(remote), str(repo))
+    git(repo, "commit", "-q", "--allow-empty", "-m", "one")
+    first = git(repo, "rev-parse", "HEAD").strip()
+    pushed = cli(repo, "push")
+    assert pushed.returncode == 0 and "0 new" in pushed.stdout, pushed.stderr
+    git(repo, "update-ref", "refs/retrolog/runs/R1", first)
+    assert "1 new" in cli(repo, "push").stdout
+    git(repo, "checkout", "-q", "--orphan", "other")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "unrelated")
+    other = git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "update-ref", "refs/retrolog/runs/R1", other)
+    for command in ("push", "pull"):
+        proc = cli(repo, command)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "differ on origin" in proc.stdout and "refs/retrolog/runs/R1" in proc.stdout
+    assert git(remote, "rev-parse", "refs/retrolog/runs/R1").strip() == first
+    assert git(repo, "rev-parse", "refs/retrolog/runs/R1").strip() == other
