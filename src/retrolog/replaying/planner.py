@@ -174,13 +174,12 @@ def _already_replayed(
     binds = {f"n{i}": name for i, name in enumerate(names)}
     try:
         rows = store.fetch(
-            "SELECT l.run, l.name, r.replay_id, r.statements, r.where_clause, r.created "
+            "SELECT DISTINCT l.run, l.name, r.replay_id, r.statements, r.where_clause, r.created "
             "FROM logs l JOIN replays r ON r.replay_id = l.replay_id "
             "JOIN runs u ON u.id = l.run "
             "JOIN replay_runs f ON f.replay_id = r.replay_id AND f.run_id = u.run_id "
             "WHERE r.status = 'finished' AND f.fidelity IN ('reproduced', 'unchecked') "
-            f"AND l.name IN ({', '.join(':' + b for b in binds)}) "
-            "GROUP BY l.run, l.name, r.replay_id",
+            f"AND l.name IN ({', '.join(':' + b for b in binds)})",
             binds,
         )
     except Exception:
@@ -325,7 +324,9 @@ def build_plan(
             plan.skipped = f"no recorded iterations of its main loop {data.main_loop!r}"
     if absent and len(absent) == len(plans):
         raise MissingVersionError(missing_versions_message(absent))
-    selected = _select(store, [p for p in plans if not p.skipped], runs, structures, reaches, where)
+    remaining = [p for p in plans if not p.skipped]
+    # nothing left to filter (every run skipped above): no table for --where to name columns of
+    selected = _select(store, remaining, runs, structures, reaches, where) if remaining else {}
     objects_manifests = [c[2] for data in runs.values() for c in data.checkpoints[:1]]
     model = CostModel(
         measure_load_speed(project.objects_url, objects_manifests),
