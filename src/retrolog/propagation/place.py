@@ -10,9 +10,13 @@ Given the GumTree mapping between the new and the old tree, a statement that sit
   ``if``/``with``/``try`` statements are *transparent* (new wrappers around existing code:
   the statement is placed among the existing code, without the wrapper) or, when nothing
   inside them exists in the old version, *lifted* (the whole new ``if``/``with`` block is
-  inserted); an unmatched loop is a missing context and the statement is refused; an
-  unmatched function (code extracted into a new function) lets the search use the function's
-  statements wherever their counterparts are, and refuses if none has one.
+  inserted); an unmatched loop around existing code and no existing loop (micro-steps) is
+  seen through like a wrapper (the result warns "loop absent"), any other unmatched loop is a
+  missing context and the statement is refused; an unmatched function (code extracted into a
+  new function) lets the search use the function's statements wherever their counterparts are,
+  and refuses if none has one.
+
+The engine then checks that the names the statement reads are bound there (``bindings.py``).
 """
 
 from __future__ import annotations
