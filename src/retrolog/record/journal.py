@@ -16,14 +16,19 @@ high-water mark) and the run is marked ``crashed`` unless the journal recorded i
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import marshal
 import math
 import os
+import re
 import socket
 import struct
+import tempfile
 import zlib
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -53,12 +58,18 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[bytes] | None = open(path, "ab")  # noqa: SIM115 - held open for the run
+        # Unbuffered: a failed write (a full disk) leaves nothing queued to be written later.
+        self._file: IO[bytes] | None = open(path, "ab", buffering=0)  # noqa: SIM115
         if fcntl is not None:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if self._file.tell() == 0:
-            self._file.write(MAGIC)
-            self._file.flush()
+        self._magic = os.fstat(self._file.fileno()).st_size > 0
+        with suppress(OSError):  # a full disk: written with the first record that fits
+            self._write_magic()
+
+    def _write_magic(self) -> None:
+        if not self._magic:
+            self._write(MAGIC)
+            self._magic = True
 
     def append(
         self, first_seq: int, events: list[tuple[Any, ...]], rows: list[tuple[Any, ...]]
@@ -71,8 +82,27 @@ class Journal:
             payload = marshal.dumps(
                 (_RAW, first_seq, _plain(shape_batch(first_seq, events, rows)), [])
             )
-        self._file.write(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
-        self._file.flush()
+        self._write_magic()
+        self._write(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+
+    def _write(self, data: bytes) -> None:
+        """Append ``data`` whole or not at all: after a failed or short write (``ENOSPC``) the
+        file is cut back to its last whole record, so later appends, once space returns, follow
+        it with no torn record in between (a reader stops at the first torn record)."""
+        assert self._file is not None
+        fd = self._file.fileno()
+        start = os.fstat(fd).st_size  # O_APPEND: every write goes to the end
+        view = memoryview(data)
+        try:
+            while view:
+                written = self._file.write(view)
+                if not written:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[written:]
+        except OSError:
+            with suppress(OSError):
+                os.ftruncate(fd, start)
+            raise
 
     def close(self, delete: bool) -> None:
         if self._file is None:
@@ -253,40 +283,90 @@ def inspect_journal(path: Path) -> tuple[int, int, int]:
     return events, reader._offset, total
 
 
+RESCUE_PREFIX = "retrolog-rescue-"
+
+
+def rescue_path(journal_dir: Path, run_id: str) -> Path:
+    """Where a run whose journal and store were unwritable (a full disk) saves what it could not
+    write, at its end: the temporary directory, usually another file system, under a name that
+    ties it to this project's journals so the next command of this project stores it."""
+    return Path(tempfile.gettempdir()) / f"{_rescue_stem(journal_dir)}{run_id}{TEXT_SUFFIX}"
+
+
+def _rescue_stem(journal_dir: Path) -> str:
+    key = hashlib.sha1(str(journal_dir.resolve()).encode(), usedforsecurity=False).hexdigest()
+    return f"{RESCUE_PREFIX}{key[:12]}-"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an error means the disk (or quota) is full, from the OS or from SQLite."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc).lower()
+    return "disk is full" in text or "no space left" in text or "quota exceeded" in text
+
+
 def recover_orphans(journal_dir: Path, store: Database) -> list[str]:
-    """Ingest journals whose process is gone; return the run ids recovered."""
+    """Ingest journals whose process is gone, then the rescue files of this project's runs that
+    ended on a full disk; return the run ids recovered."""
     recovered: list[str] = []
-    if not journal_dir.is_dir():
-        return recovered
-    paths = [*journal_dir.glob("*" + SUFFIX), *journal_dir.glob("*" + TEXT_SUFFIX)]
-    for path in sorted(paths):
-        try:
-            fh = open(path, encoding="utf-8")  # noqa: SIM115 - closed by the with below
-        except OSError:
-            continue  # recovered concurrently by another command
-        with fh:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    continue  # its run is alive
-            if not path.exists():
-                continue
-            run_id = path.name[: -len(path.suffix)]
-            events = read_events(path)
-            store.ingest(run_id, events)
-            if not any(ev[1] == "end" for ev in events):
-                end_time = path.stat().st_mtime
-                store.set_status(
-                    run_id,
-                    "crashed",
-                    end_time=end_time,
-                    error="process ended without closing the run",
-                )
-            path.unlink(missing_ok=True)
+    if journal_dir.is_dir():
+        for path in journal_paths(journal_dir):
+            if _recover_journal(path, store):
+                recovered.append(_run_id_of(path))
+    stem = _rescue_stem(journal_dir)
+    for path in sorted(Path(tempfile.gettempdir()).glob(f"{stem}*{TEXT_SUFFIX}")):
+        run_id = path.name[len(stem) : -len(TEXT_SUFFIX)]
+        if _has_journal(journal_dir, run_id):
+            continue  # its journal (lower seqs) must be stored first: its run is still alive
+        events = read_events(path)
+        store.ingest(run_id, events)
+        if not any(ev[1] == "end" for ev in events):
+            store.set_status(run_id, "crashed", error="process ended without closing the run")
+        path.unlink(missing_ok=True)
+        if run_id not in recovered:
             recovered.append(run_id)
-    _close_vanished_runs(journal_dir, store)
+    if journal_dir.is_dir():
+        _close_vanished_runs(journal_dir, store)
     return recovered
+
+
+def _run_id_of(path: Path) -> str:
+    """The run a journal belongs to: its name, less a rescue file's project key when a user
+    moved a rescue file into the journals folder."""
+    stem = path.name[: -len(path.suffix)]
+    moved = re.fullmatch(r"[0-9a-f]{12}-(.+)", stem)
+    return moved.group(1) if moved else stem
+
+
+def _recover_journal(path: Path, store: Database) -> bool:
+    """Ingest one journal if its run is gone; True when it was."""
+    try:
+        fh = open(path, encoding="utf-8")  # noqa: SIM115 - closed by the with below
+    except OSError:
+        return False  # recovered concurrently by another command
+    with fh:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False  # its run is alive
+        if not path.exists():
+            return False
+        run_id = _run_id_of(path)
+        events = read_events(path)
+        store.ingest(run_id, events)
+        rescued = rescue_path(path.parent, run_id).exists()  # holds the rest, and maybe the end
+        if not rescued and not any(ev[1] == "end" for ev in events):
+            end_time = path.stat().st_mtime
+            store.set_status(
+                run_id,
+                "crashed",
+                end_time=end_time,
+                error="process ended without closing the run",
+            )
+        path.unlink(missing_ok=True)
+        return True
 
 
 def _close_vanished_runs(journal_dir: Path, store: Database) -> None:

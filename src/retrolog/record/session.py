@@ -15,12 +15,10 @@ import os
 import platform
 import socket
 import sys
-import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Generator, Iterable, Iterator
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +26,15 @@ from .._ids import new_run_id
 from .._warn import RetrologWarning, warn_once
 from ..project import Project
 from . import values as V
-from .journal import SUFFIX, TEXT_SUFFIX, Batch, Journal, batch_size, shape_batch
+from .journal import (
+    SUFFIX,
+    Batch,
+    Journal,
+    batch_size,
+    is_disk_full,
+    rescue_path,
+    shape_batch,
+)
 
 if TYPE_CHECKING:
     from ..code import Carried
@@ -85,6 +91,8 @@ class RunSession:
         self._store: Database | None = None  # opened on first store (store.lite.open_db)
         self._flush_lock = threading.Lock()
         self._journal: Journal | None = None
+        self._journal_backlog: list[Batch] = []  # flushed, not yet written (a full disk)
+        self._disk_full = False
         self._broken_journal: Journal | None = None
         self._closed = False
         self.status: str | None = None
@@ -498,26 +506,30 @@ class RunSession:
         with self._flush_lock:
             try:
                 batch = self._drain()
-                if not batch_size(batch):
+                fresh = batch_size(batch) > 0
+                if not fresh and not self._journal_backlog:
                     return
+                following = self._follower is not None
+                kept = False
                 if self._journal is not None:
-                    try:
-                        self._journal.append(*batch)
-                    except OSError as exc:
-                        warn_once(
-                            "journalwrite",
-                            f"retrolog: journal write failed ({exc}); keeping logs in memory",
-                        )
+                    if fresh:
+                        self._journal_backlog.append(batch)
+                    if not self._write_journal() and following:
+                        # A follower stores only what reaches the journal: the rest stays in
+                        # memory and goes to a rescue file at the end, above the journal's events.
+                        self._unstored.extend(self._journal_backlog)
+                        self._journal_backlog.clear()
                         self._broken_journal = self._journal  # still locked: the run is alive
                         self._journal = None
-                following = self._follower is not None
-                if not following or self._journal is None:
-                    # Kept in memory (a follower stores only what reached the journal; the rest
-                    # goes to a rescue file at the end, above the journal's events).
+                        kept = True
+                if not fresh:
+                    return
+                if not kept and (not following or self._journal is None):
                     self._unstored.append(batch)
                 if (
                     not following
                     and self._journal is not None
+                    and not self._journal_backlog
                     and batch_size(batch) >= self._delegate_events
                     and self._stores_to_project()
                 ):
@@ -526,6 +538,41 @@ class RunSession:
                 warn_once("flush", f"retrolog: background flush failed: {exc!r}")
         if self._unstored:
             self._store_wanted.set()
+
+    def _write_journal(self) -> bool:
+        """Append the batches waiting for the journal, oldest first; True when none is left.
+
+        A failed write (a full disk) keeps them for the next flush, and the journal is cut back
+        to its last whole record, so it stays readable and gapless when space returns."""
+        assert self._journal is not None
+        while self._journal_backlog:
+            try:
+                self._journal.append(*self._journal_backlog[0])
+            except OSError as exc:
+                self._warn_unwritable("journalwrite", exc)
+                return False
+            del self._journal_backlog[0]
+        return True
+
+    def _warn_unwritable(self, key: str, exc: BaseException) -> None:
+        """One warning for a full disk, whether the journal or the store noticed it first."""
+        if is_disk_full(exc):
+            self._disk_full = True
+            rescue = rescue_path(self.project.journal_dir, self.run_id)
+            warn_once(
+                "diskfull",
+                f"retrolog: the disk is full ({exc}); training continues, its logs are kept in "
+                "memory and written when space returns (if it has not when the run ends, they "
+                f"are saved to {rescue} and the next retrolog command stores them)",
+            )
+        elif key == "journalwrite":
+            warn_once(key, f"retrolog: journal write failed ({exc}); keeping logs in memory")
+        else:
+            warn_once(
+                key,
+                f"retrolog: cannot write to the store {self.project.db_url} ({exc}); "
+                "logs are kept in the journal and stored by the next retrolog command",
+            )
 
     def _stores_to_project(self) -> bool:
         """Only a recorded run ingests into the project's store (a replay task never does)."""
@@ -564,11 +611,7 @@ class RunSession:
                 del self._unstored[:count]
             except Exception as exc:
                 # The journal (or, at the end, a rescue file) holds whatever never reached the store.
-                warn_once(
-                    "store",
-                    f"retrolog: cannot write to the store {self.project.db_url} ({exc}); "
-                    "logs are kept in the journal and stored by the next retrolog command",
-                )
+                self._warn_unwritable("store", exc)
 
     # -- end of life -----------------------------------------------------------------------
     def close(self, status: str = "finished", error: str | None = None) -> None:
@@ -601,7 +644,10 @@ class RunSession:
         self._ingest()
         stored_by_follower = self._finish_following()
         if self._journal is not None:
-            self._journal.close(delete=stored_by_follower or self._journal_disposable())
+            disposable = stored_by_follower or self._journal_disposable()
+            if not disposable and self._journal_backlog:  # the disk is still full
+                self._rescue(self._journal_backlog)
+            self._journal.close(delete=disposable)
         elif self._unstored:
             self._rescue()
         if self._store is not None:
@@ -617,16 +663,22 @@ class RunSession:
         """The journal may go once everything in it reached the store."""
         return not self._unstored and self._follower is None
 
-    def _rescue(self) -> None:
-        path = Path(tempfile.gettempdir()) / f"retrolog-rescue-{self.run_id}{TEXT_SUFFIX}"
+    def _rescue(self, batches: list[Batch] | None = None) -> None:
+        """Save what neither the journal nor the store took (``batches``, default everything
+        unstored) where the next command of this project finds it (journal.rescue_path)."""
+        path = rescue_path(self.project.journal_dir, self.run_id)
+        partial = path.with_name(path.name + ".part")  # renamed whole: never read half-written
         try:
-            with open(path, "w", encoding="utf-8") as fh:
-                for batch in self._unstored:
+            with open(partial, "w", encoding="utf-8") as fh:
+                for batch in self._unstored if batches is None else batches:
                     for ev in shape_batch(*batch):
                         fh.write(json.dumps(ev, allow_nan=True) + "\n")
+            partial.rename(path)
+            if self._disk_full:
+                return  # the one disk-full warning already said where they go
             warnings.warn(
                 f"retrolog: the store and journal were unwritable; this run's logs are saved in {path} "
-                f"(copy it into {self.project.journal_dir} and run any retrolog command to import it)",
+                "(the next retrolog command in this project stores it)",
                 RetrologWarning,
                 stacklevel=2,
             )

@@ -129,12 +129,14 @@ class LiteStore:
             cursor.execute("BEGIN IMMEDIATE")
             try:
                 yield cursor
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-            finally:
                 if self._conn.in_transaction:
                     cursor.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back already (a full disk): keep the original error.
+                if self._conn.in_transaction:
+                    cursor.execute("ROLLBACK")
+                raise
+            finally:
                 cursor.close()
 
     @contextmanager
