@@ -167,19 +167,20 @@ def write_checkpoint(
     start = time.perf_counter()
     cpu_start = time.thread_time()
     blobs: dict[str, int] = {}
-    new_bytes = new_blobs = 0
+    fresh: dict[str, bytes] = {}  # written as one batch: one sync, not one per tensor
     for leaf in captured.leaves:
         data = tensor_to_blob(leaf.value, leaf.lib)
         digest = digest_bytes(data)
         if digest not in blobs:
             if not (known is not None and digest in known) and not store.has(digest):
-                store.put(data, digest=digest)
-                new_bytes += len(data)
-                new_blobs += 1
-            if known is not None:
-                known.add(digest)
+                fresh[digest] = data
             blobs[digest] = len(data)
         leaf.node[TENSOR_TAG if leaf.lib == "torch" else NDARRAY_TAG] = digest
+    if fresh:
+        store.put_many(fresh)
+    if known is not None:
+        known.update(blobs)
+    new_bytes, new_blobs = sum(len(d) for d in fresh.values()), len(fresh)
     stats = CheckpointStats(
         total_bytes=sum(blobs.values()),
         new_bytes=new_bytes,

@@ -24,7 +24,7 @@ import contextlib
 import posixpath
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -88,6 +88,11 @@ class FsspecObjectStore:
                 self.fs.rm_file(tmp)
             raise
         return digest
+
+    def put_many(self, blobs: Mapping[str, bytes]) -> None:
+        """Upload each blob (an object store's writes are durable one by one)."""
+        for digest, data in blobs.items():
+            self.put(data, digest=digest)
 
     def get(self, digest: str) -> bytes:
         """Download a blob and verify its hash."""

@@ -9,12 +9,14 @@ verified by hand. The algorithm travels in the name, so another one can be added
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
+import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -107,6 +109,14 @@ class ObjectStore(Protocol):
         """
         ...
 
+    def put_many(self, blobs: Mapping[str, bytes]) -> None:
+        """Store several blobs (digest -> data) as one durable batch: a checkpoint's new tensors.
+
+        Durable when it returns, like ``put``; a store may make that one sync for the batch
+        instead of one per blob (a transformer's checkpoint has hundreds of small tensors).
+        """
+        ...
+
     def get(self, digest: str) -> bytes:
         """Return the blob's bytes, verified against the digest."""
         ...
@@ -173,6 +183,39 @@ class LocalObjectStore:
             tmp.unlink(missing_ok=True)
             raise
         return digest
+
+    def put_many(self, blobs: Mapping[str, bytes]) -> None:
+        """Write every blob to a temporary file, make them all durable with one ``syncfs`` of the
+        store's file system (Linux; elsewhere one fsync per file), then rename each onto its name.
+
+        One fsync per blob cost ~3-5 ms on the VMs we measured, so a checkpoint of a small
+        transformer (params, grads and Adam state: ~160 tensors) took 0.5-1 s to write and the
+        adaptive policy spaced checkpoints out; one syncfs for the batch took ~0.07-0.1 s.
+        Renaming only after the sync keeps the guarantee of ``put``: a name never points at data
+        that is not on disk.
+        """
+        pending: list[tuple[Path, Path]] = []
+        try:
+            for digest, data in blobs.items():
+                path = self._path(digest)
+                try:
+                    if path.stat().st_size == len(data):
+                        continue
+                except FileNotFoundError:
+                    pass
+                path.parent.mkdir(exist_ok=True)
+                tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+                with open(tmp, "xb") as fh:
+                    fh.write(data)
+                pending.append((tmp, path))
+            if pending and self.fsync:
+                _sync_files(self.root, [tmp for tmp, _ in pending])
+            for tmp, path in pending:
+                os.replace(tmp, path)
+        except BaseException:
+            for tmp, _ in pending:
+                tmp.unlink(missing_ok=True)
+            raise
 
     def get(self, digest: str) -> bytes:
         """Read a blob and verify its hash."""
@@ -243,3 +286,34 @@ def open_object_store(path_or_url: Path | str) -> ObjectStore:
 
         return FsspecObjectStore(text)
     return LocalObjectStore(text)
+
+
+def _sync_files(root: Path, paths: Sequence[Path]) -> None:
+    """Make ``paths`` durable: one ``syncfs`` of the file system holding ``root`` where the C
+    library has it (Linux), else an fsync per file."""
+    syncfs = _libc_syncfs()
+    if syncfs is not None:
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            if syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@functools.cache
+def _libc_syncfs() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
