@@ -7,6 +7,11 @@ else to ``text``. The one-letter vtypes are part of the data model (docs/data-mo
 
 Non-finite floats and integers beyond 2**53 keep their exact value in ``text`` with ``number`` NULL,
 because SQLite turns NaN into NULL and a REAL cannot hold a 64-bit integer exactly.
+
+Containers are stored as strict JSON (RFC 8259), which has no NaN or infinity: a non-finite float
+inside a container is stored as the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"`` (the
+names JavaScript and Python's ``json`` use), and read back as that string. Every reader (SQL,
+pandas, other tools) can parse what is stored; docs/data-model.md documents the encoding.
 """
 
 from __future__ import annotations
@@ -69,8 +74,8 @@ def to_cell(value: Any) -> Cell:
         return ("n", None, None)
     if isinstance(value, (list, tuple, dict)):
         try:
-            text = json.dumps(value, default=_json_default, allow_nan=True)
-        except (TypeError, ValueError) as exc:
+            text = container_json(value)
+        except (TypeError, ValueError, RecursionError) as exc:
             raise UnsupportedValue(f"container is not JSON-serialisable: {exc}") from None
         if len(text) > MAX_TEXT_BYTES:
             raise UnsupportedValue("JSON container is over the 1 MiB limit")
@@ -82,6 +87,31 @@ def to_cell(value: Any) -> Cell:
     if isinstance(value, str):
         return to_cell(str(value))
     raise UnsupportedValue(f"values of type {cls.__module__}.{cls.__qualname__} are not supported")
+
+
+NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def container_json(value: Any) -> str:
+    """Strict JSON of a container; non-finite floats become ``"NaN"``/``"Infinity"``/
+    ``"-Infinity"`` (see the module docstring)."""
+    try:
+        return json.dumps(value, default=_json_default, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere: rare, so only then walk the container
+        return json.dumps(_finite(value), default=_json_default, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (numpy/torch scalars included) spelled as a string."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if not isinstance(value, (str, int, bool)) and value is not None:
+        value = normalise(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else NON_FINITE[value]
+    return value
 
 
 def _json_default(obj: Any) -> Any:
