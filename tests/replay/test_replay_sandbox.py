@@ -189,6 +189,7 @@ def test_a_directory_left_as_a_link_is_mirrored_when_written_under(
 ) -> None:
     (user / "big" / "sub").mkdir()
     (user / "big" / "sub" / "deep.txt").write_text("deep\n")
+    (user / "big" / "other").mkdir()
     external = tmp_path / "external"  # the user's link to data outside the project
     external.mkdir()
     (external / "e.txt").write_text("external\n")
@@ -216,6 +217,9 @@ def test_a_directory_left_as_a_link_is_mirrored_when_written_under(
             open(EXTERNAL + "/new.txt", "w")
         except PermissionError as exc:
             print(str(exc).split(": it lies")[0])
+        os.chdir("big/other")  # still a link: the guard makes it a real directory first
+        with open("here.txt", "w") as fh:
+            fh.write("written after chdir")
         """.replace("USER_BIG", repr(str(user / "big"))).replace("EXTERNAL", repr(str(external))),
     )
     assert proc.returncode == 0, proc.stderr
@@ -226,6 +230,7 @@ def test_a_directory_left_as_a_link_is_mirrored_when_written_under(
         f"{REFUSED} write {external / 'new.txt'}",
     ]
     assert tree_digest(external) == external_before
+    assert (box.root / "big" / "other" / "here.txt").read_text() == "written after chdir"
     for path in ("big", "big/sub", "out"):
         assert not (box.root / path).is_symlink() and (box.root / path).is_dir()
     assert os.readlink(box.root / "big" / "f03.bin") == str(user / "big" / "f03.bin")

@@ -47,7 +47,9 @@ _TRUNCATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC  # what a library writing a wh
 _MODIFY = os.O_RDWR  # a change in place: needs the file's content
 _FOLLOWING = {"os.truncate", "os.chmod", "os.chown", "os.utime", "sqlite3.connect"}
 _NAMING = {"os.remove", "os.mkdir", "os.rmdir", "shutil.rmtree"}  # act on the name itself
-_EVENTS = frozenset({"open", "os.rename", "os.symlink", "os.link", *_FOLLOWING, *_NAMING})
+_EVENTS = frozenset(
+    {"open", "os.rename", "os.symlink", "os.link", "os.chdir", *_FOLLOWING, *_NAMING}
+)
 
 # module -> (attribute path, index of the path argument, its keyword); see _wrap_writer
 WRITERS: dict[str, tuple[tuple[str, int, str], ...]] = {
@@ -111,6 +113,9 @@ class Policy:
             for path, fd in ((src, src_fd), (dst, dst_fd)):
                 if _is_path(path):
                     self.before_name_change(path, fd, event)
+        elif event == "os.chdir":
+            if _is_path(args[0]):  # into a directory left as a link: make it a real one first
+                self._open_up(os.path.join(_absolute(args[0]), "-"))
         elif event in ("os.symlink", "os.link"):
             dst, fd = args[1], args[-1]
             if _is_path(dst):
