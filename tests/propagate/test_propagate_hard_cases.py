@@ -271,3 +271,19 @@ def test_cli_exit_codes_and_the_accept_flag(tmp_path: Path) -> None:
         str(old_file),
     )
     assert still.returncode == 3  # a missing context is not a matter of confidence
+
+
+def test_a_loop_the_new_version_dropped_puts_the_statement_after_that_loop() -> None:
+    """The other direction: the older file has the micro-step loop, the newer one does not."""
+    newer = OLD.replace(
+        "    loss.backward()\n", '    loss.backward()\n    retrolog.log("loss", loss.item())\n'
+    )
+    base = NEW.replace('        retrolog.log("micro_loss", loss.item())\n', "")
+    r = propagate(newer, base, line_of(newer, '"loss"'))
+    assert r.ok, r.refused
+    out = r.source.splitlines()
+    i = out.index('    retrolog.log("loss", loss.item())')
+    assert out[i - 1].strip() == "scaler.scale(loss).backward()" or out[i + 1].startswith(
+        "    if grad_clip"
+    )
+    assert any("loop absent in the new version" in w for w in r.warnings)

@@ -34,7 +34,7 @@ from .targets import (
     nested_lists,
     wrapped_value,
 )
-from .tree import DEF_KINDS, Tree, build_tree
+from .tree import DEF_KINDS, LOOP_KINDS, Tree, build_tree
 
 
 # ---------------------------------------------------------------------------- the engine
@@ -175,6 +175,9 @@ class Engine:
             plan.warnings.append(f"inserted with its new enclosing `{lifted}`")
         elif ctx.transparent:
             plan.warnings.extend(self._see_through_warnings(ctx, ins_block))
+        dropped = self._after_dropped_loop(plan.anchor)
+        if dropped:
+            plan.warnings.append(dropped)
         # following statement: does its counterpart come right after the insertion point?
         blk, idx = ctx.levels[anchor.depth]
         following = placer.next_mapped(blk, idx)
@@ -182,7 +185,22 @@ class Engine:
             following = placer.lift(following, ctx.target_block)
         next_ok = following == next_old or (following < 0 and next_old == -1)
         plan.confidence = self._confidence(anchor, ctx.transparent, lifted, next_ok, plan)
+        if dropped:
+            plan.confidence = round(plan.confidence * 0.85, 3)
         return plan
+
+    def _after_dropped_loop(self, anchor: Anchor | None) -> str:
+        """A warning when the statement follows an old loop the new version does not have."""
+        to = self.to
+        if anchor is None or anchor.mode != "after" or to.kind[anchor.node] not in LOOP_KINDS:
+            return ""
+        if self.m.bwd[anchor.node] != -1:
+            return ""
+        return (
+            f"loop absent in the new version: placed after the old loop "
+            f"`{describe(to, anchor.node)}` (old line {to.line[anchor.node]}), once per "
+            "iteration around it, not inside it"
+        )
 
     def _new_producers(self, stmt: ast.stmt, block: int, index: int) -> str:
         """``; it reads `norm`, made by new line 37 (...), new code too`` (or '')."""

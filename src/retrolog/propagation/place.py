@@ -269,7 +269,10 @@ class Placer:
                 # the function, after ``x``.  (A function both versions have is its own scope:
                 # a statement never moves into it from outside.)
                 return result
-            if kind in LOOP_KINDS or kind in DEF_KINDS:
+            if kind in LOOP_KINDS and self.m.bwd[y] == -1 and self._innermost_old(y):
+                # an old loop the new version dropped (micro-steps): after the whole loop
+                result = y
+            elif kind in LOOP_KINDS or kind in DEF_KINDS:
                 return -1
             if o.is_block(y):
                 owner = o.parent[y]
@@ -282,6 +285,12 @@ class Placer:
                     result = owner
             y = o.parent[y]
         return result
+
+    def _innermost_old(self, loop: int) -> bool:
+        """Whether an old loop holds no loop that has a counterpart (it is not an old outer
+        loop whose body the new version restructured)."""
+        o = self.old
+        return not any(o.kind[d] in LOOP_KINDS and self.m.bwd[d] != -1 for d in o.descendants(loop))
 
     def _calls(self, block: int, name: str) -> bool:
         """Whether the old subtree ``block`` calls a function or method called ``name``."""

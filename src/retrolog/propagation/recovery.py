@@ -140,6 +140,18 @@ def match_loop_bodies(m: Mapping, min_sim: float = MIN_BAG) -> None:
         xs = [x for x in xs if not t1.contains(a, x)]
         ys = _flatten(t2, m.bwd, [c for c in t2.children[old_block] if m.bwd[c] == -1])
         align(m, xs, ys, min_sim)
+    # and the other way round: a loop of the old version that the new one dropped
+    for b, k in enumerate(t2.kind):
+        if k not in _LOOPS or m.bwd[b] != -1:
+            continue
+        new_block = m.bwd[t2.parent[b]]
+        if new_block == -1:
+            continue
+        xs = _flatten(t1, fwd, [c for c in t1.children[new_block] if fwd[c] == -1])
+        for body in t2.children[b]:
+            if t2.node[body] is None:
+                ys = _flatten(t2, m.bwd, [c for c in t2.children[body] if m.bwd[c] == -1])
+                align(m, [x for x in xs if fwd[x] == -1], ys, min_sim)
 
 
 def match_headers(m: Mapping) -> None:
