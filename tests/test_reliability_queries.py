@@ -130,3 +130,25 @@ def test_postgres_queries_are_bounded_by_statement_timeout(
         assert "time limit of 1 s" in out.stderr
     finally:
         store.dispose()
+
+
+def test_replay_where_is_bounded_too(recorded: Path) -> None:
+    script = (recorded / "train.py").read_text()
+    (recorded / "train.py").write_text(
+        script.replace(
+            'random.seed(retrolog.arg("seed", 0))',
+            'random.seed(retrolog.arg("seed", 0))\nretrolog.log("double_lr", lr * 2)',
+        )
+    )
+    out = cli(
+        recorded,
+        "replay",
+        "double_lr",
+        "--where",
+        ENDLESS_WHERE,
+        "--yes",
+        RETROLOG_QUERY_TIMEOUT="1",
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "time limit of 1 s" in lines[0], out.stderr

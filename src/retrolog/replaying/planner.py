@@ -15,6 +15,7 @@ from ..errors import MissingVersionError
 from ..project import Project
 from ..record.ranks import replay_refusal
 from ..record.values import from_cell
+from ..store.limits import bound_sqlite, current_limit
 from ..store.readonly import authorize_read_only
 from ..versions import GitError, GitRepo
 from ..versions.remote import missing_version_message, missing_versions_message
@@ -659,11 +660,15 @@ def _filter_rows(rows: Sequence[dict[str, Any]], where: str) -> list[int]:
             ],
         )
         conn.set_authorizer(authorize_read_only)
+        limit = current_limit()  # store/limits.py: replay --where is bounded like every query
+        bound_sqlite(conn, limit)
         try:
             return [r[0] for r in conn.execute(f"SELECT __row__ FROM frame WHERE {where}")]
         except sqlite3.Error as exc:
-            from ..relational.access import QueryError
+            from ..relational.access import QueryError, QueryTimedOut
 
+            if limit.fired:
+                raise QueryTimedOut(str(limit.error())) from None
             message = str(exc)
             if "not authorized" in message:
                 message += ": queries are read-only (SELECT only; no ATTACH, PRAGMA or writes)"
