@@ -15,6 +15,7 @@ import retrolog
 from retrolog.errors import QueryTimeout, UsageError
 from retrolog.relational import QueryError, open_store, run_sql
 from retrolog.store.limits import DEFAULTS, ENV, configured_seconds, query_context
+from retrolog.ui.db import Reader
 
 from .conftest import SIMPLE_TRAIN, git, run_python, script_env, write_script
 from .test_postgres import fresh_database, pg_server  # noqa: F401 - the session's server fixture
@@ -125,6 +126,13 @@ def test_postgres_queries_are_bounded_by_statement_timeout(
         with query_context("ui", cancel), pytest.raises(QueryTimeout, match="disconnected"):
             run_sql(store, ENDLESS)
         assert time.monotonic() - started < 10
+        monkeypatch.setenv(ENV, "1")
+        reader = Reader(project)  # the UI's own queries carry the limit too
+        started = time.monotonic()
+        with query_context("ui"), pytest.raises(Exception, match="statement timeout"):
+            reader.rows("SELECT pg_sleep(20)")
+        assert time.monotonic() - started < 10
+        assert reader.rows("SELECT count(*) FROM runs") == [(1,)]
         out = cli(project, "sql", ENDLESS, RETROLOG_DB=url, RETROLOG_QUERY_TIMEOUT="1")
         assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
         assert "time limit of 1 s" in out.stderr

@@ -4,6 +4,8 @@ Every query the UI runs goes through ``Reader.rows``: on SQLite it opens the dat
 ``mode=ro`` with ``query_only`` and the relational layer's authorizer (SELECT/READ/FUNCTION only),
 so nothing the UI does can write, attach or change settings; on other databases the transaction is
 ``READ ONLY``. Values are always bound parameters (``:name``), never formatted into the SQL.
+Every query runs under the UI's time limit (``store.limits``; the request guard cancels it when
+the client disconnects on SQLite).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..project import Project
 from ..relational import open_store
 from ..relational.access import read_only_sqlite, resolve_project
 from ..store import Store
+from ..store.limits import current_limit
 
 T = TypeVar("T")
 
@@ -95,6 +98,9 @@ class Reader:
         else:
             with self.store.reader.connect() as sa_conn:
                 sa_conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                remaining = current_limit().remaining_ms() if self.store.is_postgres else None
+                if remaining is not None:  # the UI's time limit (store/limits.py); an int of ours
+                    sa_conn.exec_driver_sql(f"SET LOCAL statement_timeout = {remaining}")
                 yield sa_conn
 
     def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
