@@ -9,6 +9,7 @@ version's Python files together (see ``analysis.ScriptStructure``).
 
 from __future__ import annotations
 
+import ast
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -97,8 +98,6 @@ def imported_files(entry: str, files: Mapping[str, str]) -> dict[str, str]:
     resolved against the repository root and the importing file's directory, as ``sys.path[0]``
     is the script's directory): the code a run can execute, and no unrelated scripts or tests
     whose functions share names with the script's."""
-    import ast
-
     todo, seen = [entry], {entry}
     while todo:
         path = todo.pop()
@@ -123,11 +122,9 @@ def imported_files(entry: str, files: Mapping[str, str]) -> dict[str, str]:
     return {p: files[p] for p in seen if p in files}
 
 
-def _imports_of(tree: Any) -> list[tuple[str, int]]:
+def _imports_of(tree: ast.AST) -> list[tuple[str, int]]:
     """(dotted module name, relative level) for every import of ``tree``; ``from m import x``
     also yields ``m.x`` (``x`` may be a submodule)."""
-    import ast
-
     out: list[tuple[str, int]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

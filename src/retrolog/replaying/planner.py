@@ -520,12 +520,8 @@ def _pick_script(
         )
     with_statement = [s for s in scripts if s in found]
     if not with_statement:
-        modules = {_module_name(path) for path in found}
-        with_statement = [
-            s
-            for s in scripts
-            if (project.root / s).is_file() and _imports(project.root / s, modules)
-        ]
+        texts = {path: text for path, (text, _statements) in found.items()}
+        with_statement = [s for s in scripts if _imports_any(project.root, s, texts)]
         if not with_statement:
             with_statement = scripts if len(scripts) == 1 else []
     if len(with_statement) == 1:
@@ -540,31 +536,14 @@ def _pick_script(
     )
 
 
-def _module_name(path: str) -> str:
-    """``pkg/model.py`` -> ``pkg.model``; ``pkg/__init__.py`` -> ``pkg``."""
-    parts = path[:-3].split("/")
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _imports(path: Path, modules: set[str]) -> bool:
-    """Whether the script at ``path`` imports one of ``modules`` (or a name from it)."""
-    import ast
-
+def _imports_any(root: Path, script: str, files: dict[str, str]) -> bool:
+    """Whether today's ``script`` imports one of ``files`` (path -> text), directly or through
+    another of them."""
     try:
-        tree = ast.parse(path.read_text())
-    except (OSError, SyntaxError, UnicodeDecodeError):
+        source = (root / script).read_text()
+    except (OSError, UnicodeDecodeError):
         return False
-    short = {m.rsplit(".", 1)[-1] for m in modules}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import) and any(a.name in modules for a in node.names):
-            return True
-        if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if base in modules or any(
-                f"{base}.{a.name}".lstrip(".") in modules or a.name in short for a in node.names
-            ):
-                return True
-    return False
+    return len(imported_files(script, {**files, script: source})) > 1
 
 
 def _chunks(plan: RunPlan, n_runs: int, workers: int) -> list[list[int]]:
