@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from retrolog.propagation.api import THRESHOLD
 from retrolog.replaying.analysis import ScriptStructure
 from retrolog.replaying.codebase import (
     imported_files,
@@ -17,6 +18,9 @@ from retrolog.replaying.codebase import (
     python_files_today,
     version_script,
 )
+from retrolog.replaying.plan import RunPlan
+from retrolog.replaying.planner import _low_confidence
+from retrolog.replaying.render import run_notes
 from retrolog.versions import GitRepo
 
 from ..conftest import git, write_script
@@ -293,3 +297,44 @@ def test_statements_in_several_files_are_placed_file_by_file(project: Path) -> N
     found = new_statements(project, python_files_today(project, repo), ["x"])
     refused = version_script(repo, found, v1, "train.py")
     assert refused.refused == "extra.py does not exist in this version"
+
+
+LOW_NEW = """\
+import retrolog
+
+
+def prepare(data):
+    a = data.copy()
+    b = a * 2
+    c = b + 1
+    d = c - 3
+    e = d / 4
+    retrolog.log("a", a.sum())
+    return e
+
+
+result = prepare(load())
+"""
+LOW_OLD = "import retrolog\n\ndata = load()\na = data.copy()\nresult = a * 2\n"
+
+
+def test_a_low_confidence_placement_is_refused_unless_accepted_and_then_marked(
+    project: Path,
+) -> None:
+    write_script(project, LOW_OLD, "train.py")
+    git(project, "add", "train.py")
+    git(project, "commit", "-q", "-m", "old")
+    old = git(project, "rev-parse", "HEAD").strip()
+    write_script(project, LOW_NEW, "train.py")
+    repo = GitRepo(project)
+    found = new_statements(project, ["train.py"], ["a"])
+    refused = version_script(repo, found, old, "train.py")
+    assert refused.refused and "--accept-low-confidence" in refused.refused
+    accepted = version_script(repo, found, old, "train.py", accept_low_confidence=True)
+    assert accepted.refused is None and accepted.propagation is not None
+    assert accepted.propagation["confidence"] < THRESHOLD and _low_confidence(accepted.propagation)
+    run = RunPlan("r1", old, "train.py", level="prefix", propagated=accepted.propagation)
+    run.low_confidence = True
+    notes = run_notes(run)
+    assert "LOW CONFIDENCE" in notes
+    assert f"(confidence {accepted.propagation['confidence']:.2f})" in notes
