@@ -3,6 +3,7 @@ that name the run whose stored values changed, the schema migration, SQLite and 
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -263,3 +264,27 @@ def test_doctor_names_the_replay_whose_stored_value_changed(
     line = next(x for x in report.stdout.splitlines() if " values:" in x)
     assert report.returncode == 1 and f"run {first} (replay {replay_id})" in line, line
     assert second not in line
+
+
+def test_repair_without_the_sqlite3_program_copies_every_readable_row(
+    two_runs: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    project, ids = two_runs
+    path = db_path(project)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.close()
+    with open(path, "r+b") as fh:  # garbage over one page in the middle of the file
+        fh.seek(4096 * (pages // 2))
+        fh.write(b"\xff" * 4096)
+    bin_dir = tmp_path / "bin"  # a PATH with git but no sqlite3 program
+    bin_dir.mkdir()
+    (bin_dir / "git").symlink_to(shutil.which("git") or "/usr/bin/git")
+    repaired = cli(project, "doctor", "--repair", PATH=str(bin_dir))
+    assert "recovered the damaged SQLite file (a copy of every readable row)" in repaired.stdout, (
+        repaired.stdout + repaired.stderr
+    )
+    assert len(list(path.parent.glob("retrolog.damaged-*.db"))) == 1
+    after = cli(project, "runs", "-f", "json")
+    assert after.returncode == 0, after.stderr
