@@ -40,6 +40,7 @@ class LoopInfo:
     name: str | None
     node: ast.For
     parents: list[ast.AST] = field(default_factory=list)  # enclosing nodes, outermost first
+    path: str = ""  # the file it is in (the entry script or another module of the project)
 
 
 def _is_api_call(node: ast.AST, func_name: str) -> bool:
@@ -171,7 +172,7 @@ class ScriptStructure:
         self.levels = Levels(self.code, located, nested)
         self.main_path = located.path if located else path
         self.tree = self.code.modules[self.main_path].tree
-        self.loops = [LoopInfo(lp.name, lp.node, lp.parents) for lp in self.code.loops]
+        self.loops = [LoopInfo(lp.name, lp.node, lp.parents, lp.path) for lp in self.code.loops]
         by_node = {id(info.node): info for info in self.loops}
         self.main: LoopInfo | None = by_node[id(located.node)] if located else None
         self._nested = [by_node[id(lp.node)] for lp in nested]
@@ -179,6 +180,11 @@ class ScriptStructure:
         self.uses_iteration_blocks = any(_is_api_call(n, "iteration") for n in ast.walk(self.tree))
         self.registered = self._registered_names()
         self.imported = self._imported_names()
+
+    def tree_of(self, loop: LoopInfo) -> ast.Module:
+        """The syntax tree of the file ``loop`` is in."""
+        module = self.code.modules.get(loop.path)
+        return module.tree if module is not None else self.tree
 
     def _is_loop_node(self, node: ast.AST) -> bool:
         return any(loop.node is node for loop in self.loops)
@@ -249,7 +255,7 @@ class ScriptStructure:
         needed: set[str] = set()
         for loop in self.nested:
             reads = outside_reads | _reads([self.main.node], exclude=loop.node)
-            carried = carried_in_tree(self.tree, loop.node).names
+            carried = carried_in_tree(self.tree_of(loop), loop.node).names
             if ((self._effects(loop.node) & reads) - carried) and loop.name:
                 needed.add(loop.name)
         return needed
