@@ -22,9 +22,9 @@ from .targets import contains, find_statement, log_names, wrappers
 __all__ = ["THRESHOLD", "Placement", "Propagation", "PropagationError", "propagate"]
 
 #: Placements with a confidence below this are refused unless ``min_confidence`` is lowered
-#: (``retrolog replay --accept-low-confidence`` passes 0).  Calibrated on the corpus
-#: (docs/propagation.md, "Confidence"): every backward placement at or above it was right,
-#: while below it fewer than one in five forward placements were.
+#: (``retrolog replay --accept-low-confidence`` passes 0).  A floor set from the corpus's
+#: confidence-vs-correctness table (docs/propagation.md, "Calibration and the threshold"): it
+#: refuses the placements made with the least evidence; >= 0.9 is where placements are right.
 THRESHOLD = 0.6
 
 
