@@ -136,7 +136,13 @@ def _propagate(
                 unwrap[id(call)] = inner
         else:
             inserts.append(stmt)
-    keep = {id(top) for top in new_mod.body for _n, st in chosen if contains(top, st)}
+    # the top-level statements holding a chosen one (by line span: walking them is slow)
+    keep = {
+        id(top)
+        for top in new_mod.body
+        for _n, st in chosen
+        if first_line_of(top) <= st.lineno <= (top.end_lineno or top.lineno)
+    }
     engine = Engine(
         new_source, old_source, new_mod, old_mod, inserts, unwrap, keep, min_height, min_dice
     )

@@ -275,9 +275,14 @@ class Engine:
             return None
         kids = self.to.children[ins_block]
         j = kids.index(next_old) if next_old in kids else len(kids)
-        bound = self.old_bind.before(ins_block, j) | self.old_bind.external(self.old_mod)
+        bound = self.old_bind.before(ins_block, j)
         missing = [n for n in needed if n not in bound]
-        if not missing or "*" in bound:
+        if missing:  # names that come from outside the file count as bound (computed rarely)
+            outside = self.old_bind.external(self.old_mod)
+            missing = [n for n in missing if n not in outside]
+            if "*" in outside:
+                return None
+        if not missing:
             return None
         for k in kids[j:]:
             node = self.to.node[k]
