@@ -201,7 +201,7 @@ it = 0
 # PREFIX
 for _ in retrolog.loop("iter"):
     it += 1
-    for micro in loop("micro", range(4)):
+    for k, micro in enumerate(loop("micro", range(4))):  # wrapped
         # INNER
         pass
     # OUTER

@@ -73,6 +73,15 @@ def _is_loop_call(node: ast.AST, aliases: set[str]) -> bool:
     return isinstance(func, ast.Name) and (func.id == "loop" or func.id in aliases)
 
 
+def _loop_call_in(iterable: ast.AST, aliases: set[str]) -> ast.Call | None:
+    """The ``loop(...)`` call a ``for`` iterates over, also when wrapped
+    (``enumerate(retrolog.loop("step", loader))``, ``tqdm(loop(...))``)."""
+    for node in ast.walk(iterable):
+        if isinstance(node, ast.Call) and _is_loop_call(node, aliases):
+            return node
+    return None
+
+
 def loop_name(call: ast.Call) -> str | None:
     """The constant name given to ``loop(name, ...)`` (positionally or as ``name=``)."""
     candidates = [*call.args[:1], *(k.value for k in call.keywords if k.arg == "name")]
@@ -152,10 +161,11 @@ class ProjectCode:
     ) -> None:
         loop_aliases = {k for k, v in module.aliases.items() if v == "loop"}
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.For) and _is_loop_call(child.iter, loop_aliases):
-                assert isinstance(child.iter, ast.Call)
+            call = _loop_call_in(child.iter, loop_aliases) if isinstance(child, ast.For) else None
+            if call is not None:
+                assert isinstance(child, ast.For)
                 self.loops.append(
-                    Located(module.path, loop_name(child.iter), child, list(parents), function)
+                    Located(module.path, loop_name(call), child, list(parents), function)
                 )
             if isinstance(child, ast.Call):
                 name = self._callee(module, child.func)
