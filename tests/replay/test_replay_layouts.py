@@ -299,8 +299,20 @@ def test_a_repeated_replay_runs_no_task_and_force_recomputes(project: Path) -> N
     with pytest.raises(NothingToReplay, match=f"already replayed by {first.replay_id}; --force"):
         replay("w_abs", workers=2)
     assert retrolog.query("SELECT count(*) AS n FROM replay_tasks")["n"][0] == tasks
-    again = replay("w_abs", workers=2, force=True)
+    states: list[tuple[str, float]] = []
+
+    def on_event(kind: str, task_id: int, info: dict[str, Any]) -> None:
+        if kind == "finished":  # stored as done now, not when the whole replay has been collected
+            row = retrolog.query(
+                "SELECT status, progress FROM replay_tasks WHERE task_id = :t AND replay_id = "
+                "(SELECT replay_id FROM replays WHERE status = 'running')",
+                {"t": task_id},
+            )
+            states.extend(zip(row["status"], row["progress"], strict=True))
+
+    again = replay("w_abs", workers=1, force=True, on_event=on_event)
     assert again.executed and again.stored == 0 and again.plan.tasks
+    assert states == [("done", 1.0)] * len(again.plan.tasks)
     provenance = retrolog.query("SELECT DISTINCT replay_id FROM logs WHERE name = 'w_abs'")
     assert list(provenance["replay_id"]) == [first.replay_id]
 
@@ -320,3 +332,22 @@ def test_runs_fit_an_80_column_terminal(project: Path) -> None:
     rows = [line for line in lines if "finished" in line]
     assert len(rows) == 3  # one line per run: columns are not folded to a few characters
     assert os.linesep not in rows[0]
+
+
+def test_a_failed_tasks_reason_is_shown_whole() -> None:
+    from rich.console import Console
+
+    from retrolog.replaying.api import ReplayReport
+    from retrolog.replaying.execute import RunResult
+    from retrolog.replaying.plan import Plan
+    from retrolog.replaying.render import render_report
+
+    error = "RuntimeError: the data directory /mnt/datasets/imagenet/train is not mounted here"
+    detail = f"task 3 failed after 2 attempts:\nTraceback (most recent call last):\n  ...\n{error}"
+    plan = Plan("r", ["x"], "train.py", [], None, 1, [], 1e9)
+    report = ReplayReport(plan, runs=[RunResult("01ABC", "inner", "failed", detail=detail)])
+    console = Console(record=True, width=80)
+    render_report(console, report)
+    rows = [line.split("│") for line in console.export_text().splitlines() if "│" in line]
+    notes = "".join(cells[-2] for cells in rows).replace(" ", "")  # the last column, unwrapped
+    assert f"task 3 failed after 2 attempts:{error}".replace(" ", "") in notes
