@@ -15,13 +15,22 @@ class RetrologWarning(UserWarning, RuntimeWarning):
     category some of these warnings had before."""
 
 
-def warn_once(key: str, message: str, stacklevel: int = 3) -> None:
-    """Emit ``message`` as a RetrologWarning the first time ``key`` is seen in this process."""
+def warn_once(
+    key: str, message: str, stacklevel: int = 3, location: tuple[str, int] | None = None
+) -> None:
+    """Emit ``message`` as a RetrologWarning the first time ``key`` is seen in this process.
+
+    ``location`` (file, line) names the user's line explicitly, for warnings raised on a
+    background thread, whose stack holds only ``threading.py``.
+    """
     with _lock:
         if key in _said:
             return
         _said.add(key)
-    warnings.warn(message, RetrologWarning, stacklevel=stacklevel)
+    if location is not None:
+        warnings.warn_explicit(message, RetrologWarning, location[0], location[1])
+    else:
+        warnings.warn(message, RetrologWarning, stacklevel=stacklevel)
 
 
 def reset_warnings() -> None:

@@ -59,6 +59,7 @@ class RunSession:
         self, project: Project, script: str, argv: list[str], overrides: dict[str, str]
     ) -> None:
         self.project = project
+        self.origin = _caller_location()  # the user's first retrolog line, for thread warnings
         self.run_id = new_run_id()
         self.pid = os.getpid()
         self.start_time = time.time()
@@ -468,6 +469,7 @@ class RunSession:
             warn_once(
                 "large",
                 f"retrolog: left large changed files out of the code version: {', '.join(snap.skipped_large[:5])}",
+                location=self.origin,
             )
         self.events.append(
             (
@@ -779,10 +781,16 @@ def _package_versions() -> dict[str, str]:
 
 def _caller() -> str:
     """file:line of the user's statement that called the public API."""
+    path, line = _caller_location()
+    return f"{os.path.basename(path)}:{line}" if line else "?"
+
+
+def _caller_location() -> tuple[str, int]:
+    """(file, line) of the user's statement that called the public API; ("?", 0) if none."""
     frame = sys._getframe(1)
     here = os.path.dirname(__file__)
     while frame is not None and os.path.dirname(frame.f_code.co_filename) == here:
         frame = frame.f_back  # type: ignore[assignment]
     if frame is None:
-        return "?"
-    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+        return "?", 0
+    return frame.f_code.co_filename, frame.f_lineno
