@@ -278,7 +278,16 @@ def recover(m: Mapping, a: int, b: int) -> None:
             and (
                 t1.node[group1[0]] is None
                 or t1.kind[group1[0]] in HEADER_KINDS
-                or related(group1[0], group2[0])
+                or (
+                    related(group1[0], group2[0])
+                    # one shared name in two different statements is not enough
+                    # (``labels = labels.to(...)`` vs ``loss = criterion(logits, labels)``)
+                    and (
+                        not is_block
+                        or bag_dice(bag(t1, group1[0]), bag(t2, group2[0])) >= MIN_GAP_BAG
+                        or _same_target(t1, t2, group1[0], group2[0])
+                    )
+                )
             )
         ):
             m.add(group1[0], group2[0])
@@ -298,6 +307,14 @@ def recover(m: Mapping, a: int, b: int) -> None:
         if g2 is not None and len(g1) == 1 and len(g2) == 1:
             m.add(g1[0], g2[0])
             recover(m, g1[0], g2[0])
+
+
+def _same_target(t1: Tree, t2: Tree, x: int, y: int) -> bool:
+    """Whether two assignments assign the same name (``acc = evaluate(...)``, ``acc = c / n``)."""
+    if t1.kind[x] not in ("Assign", "AugAssign", "AnnAssign") or t1.kind[x] != t2.kind[y]:
+        return False
+    kx, ky = t1.children[x], t2.children[y]
+    return bool(kx and ky) and t1.label[kx[0]] == t2.label[ky[0]] != ""
 
 
 def _align_statements(m: Mapping, a: int, b: int) -> None:
