@@ -326,8 +326,12 @@ def build_plan(
     if absent and len(absent) == len(plans):
         raise MissingVersionError(missing_versions_message(absent))
     remaining = [p for p in plans if not p.skipped]
-    # nothing left to filter (every run skipped above): no table for --where to name columns of
-    selected = _select(store, remaining, runs, structures, reaches, where) if remaining else {}
+    if remaining:
+        selected = _select(store, remaining, runs, structures, reaches, where)
+    else:  # every run skipped above: still refuse a --where that names no recorded column
+        selected = {}
+        if where:
+            _check_where(store, where)
     objects_manifests = [c[2] for data in runs.values() for c in data.checkpoints[:1]]
     model = CostModel(
         measure_load_speed(project.objects_url, objects_manifests),
@@ -597,6 +601,19 @@ def _select(
         coord = () if levels[row["run_id"]] in ("prefix", "suffix") else tuple(row["_coord"])
         out.setdefault(row["run_id"], set()).add(coord)
     return out
+
+
+def _check_where(store: Database, where: str) -> None:
+    """Raise the ``--where`` error a bad clause would get, over the columns any run could have
+    (facts, args, loop names, logged names), when there are no rows to filter."""
+    columns = ["run_id", "version", "script"]
+    for sql in (
+        "SELECT DISTINCT name FROM args",
+        "SELECT DISTINCT name FROM loops",
+        "SELECT DISTINCT name FROM logs",
+    ):
+        columns += [str(r[0]) for r in store.fetch(sql)]
+    _filter_rows([dict.fromkeys(columns)], where)
 
 
 def _add_epoch_metrics(
