@@ -272,6 +272,7 @@ def test_statements_in_several_files_are_placed_file_by_file(project: Path) -> N
     write_script(project, MNIST, "train.py")
     write_script(project, MODEL, "model.py")
     write_script(project, "def unrelated():\n    pass\n", "tests/test_other.py")
+    write_script(project, "x = 1\n", ".venv/lib/site-packages/pkg.py")  # not ignored, not code
     git(project, "add", "train.py", "model.py", "tests/test_other.py")
     git(project, "commit", "-q", "-m", "v1")
     v1 = git(project, "rev-parse", "HEAD").strip()

@@ -32,8 +32,22 @@ def python_files_today(root: Path, repo: GitRepo | None) -> list[str]:
     )
     if proc.returncode != 0:
         return []
-    names = {n for n in proc.stdout.decode(errors="replace").split("\0") if n.endswith(".py")}
-    return sorted(n for n in names if (root / n).is_file())[:MAX_FILES]
+    names = {
+        n
+        for n in proc.stdout.decode(errors="replace").split("\0")
+        if n.endswith(".py") and not _skipped(n)
+    }
+    # shallow paths first: an un-ignored virtual environment must not crowd out the project
+    ordered = sorted(names, key=lambda n: (n.count("/"), n))
+    return sorted(n for n in ordered[:MAX_FILES] if (root / n).is_file())
+
+
+_SKIPPED = frozenset({"site-packages", "node_modules", "__pycache__"})
+
+
+def _skipped(path: str) -> bool:
+    """Whether ``path`` is inside a hidden directory (``.venv``), installed packages or a cache."""
+    return any(p.startswith(".") or p in _SKIPPED for p in path.split("/")[:-1])
 
 
 def new_statements(
