@@ -647,7 +647,8 @@ class RunSession:
         stored_by_follower = self._finish_following()
         if self._journal is not None:
             disposable = stored_by_follower or self._journal_disposable()
-            if not disposable and self._journal_backlog:  # the disk is still full
+            if not disposable and self._journal_backlog and self._stores_to_project():
+                # the disk is still full (a replay task's output is its coordinator's business)
                 self._rescue(self._journal_backlog)
             self._journal.close(delete=disposable)
         elif self._unstored:
