@@ -288,3 +288,13 @@ def test_repair_without_the_sqlite3_program_copies_every_readable_row(
     assert len(list(path.parent.glob("retrolog.damaged-*.db"))) == 1
     after = cli(project, "runs", "-f", "json")
     assert after.returncode == 0, after.stderr
+
+
+def test_an_unreachable_server_store_is_one_line_without_its_password(project: Path) -> None:
+    url = "postgresql+psycopg://reader:s3cret@127.0.0.1:1/retrolog"  # nothing listens on port 1
+    out = cli(project, "runs", RETROLOG_DB=url)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 5 and len(lines) == 1, out.stderr
+    assert "retrolog doctor" in lines[0] and "s3cret" not in lines[0] and "***" in lines[0]
+    report = cli(project, "doctor", RETROLOG_DB=url)
+    assert report.returncode == 1 and "s3cret" not in report.stdout
