@@ -220,9 +220,14 @@ def test_digests_on_postgres(
     write_script(project, SIMPLE_TRAIN)
     run_python(project, "train.py", RETROLOG_DB=url)
     run_python(project, "train.py", "--kwargs", "lr=0.25", RETROLOG_DB=url)
+    plain = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain) as conn:  # make it a schema-1 store: opening migrates it
+        conn.execute("DROP TABLE digests")
+        conn.execute("UPDATE retrolog_meta SET value = '1' WHERE key = 'schema_version'")
+    assert cli(project, "runs", RETROLOG_DB=url).returncode == 0
     healthy = cli(project, "doctor", RETROLOG_DB=url)
     assert healthy.returncode == 0 and "2 value digest(s) match" in healthy.stdout, healthy.stdout
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+    with psycopg.connect(plain) as conn:
         run_id = conn.execute("SELECT run_id FROM runs ORDER BY run_id LIMIT 1").fetchone()[0]
         conn.execute(
             "UPDATE logs SET value_num = value_num / 2 WHERE seq = (SELECT min(seq) FROM logs "
