@@ -12,7 +12,7 @@ import ast
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .layout import Levels, ProjectCode, Reach, combine
+from .layout import Levels, ProjectCode, Reach, Trees, combine
 
 
 @dataclass(frozen=True)
@@ -143,7 +143,8 @@ class ScriptStructure:
     """Where the main loop and its nested loops are, and what each region reads and writes.
 
     ``source`` is the entry script (``path``); ``modules`` the project's other Python files of
-    the same version (path -> source), searched for loops and call sites too. ``main_loop`` and
+    the same version (path -> source), searched for loops and call sites too (``trees``: parsed
+    files to reuse, see ``layout.Trees``). ``main_loop`` and
     ``nested_loops`` are the names a recorded run ran at depth 1 and inside main-loop iterations;
     without them (no run recorded yet) the main loop is the first loop of the entry script that
     is not inside another retrolog loop or in a function called from one (see ``layout``).
@@ -156,9 +157,10 @@ class ScriptStructure:
         modules: Mapping[str, str] | None = None,
         main_loop: str | None = None,
         nested_loops: Iterable[str] | None = None,
+        trees: Trees | None = None,
     ) -> None:
         self.path = path
-        self.code = ProjectCode({**(modules or {}), path: source}, path)
+        self.code = ProjectCode({**(modules or {}), path: source}, path, trees)
         if main_loop is not None:
             found = self.code.find_loops(main_loop)
             located = found[0] if found else None

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..versions import GitRepo
 from .analysis import Statement, find_log_statements, logged_names, strip_statements
+from .layout import Trees
 
 MAX_FILE_BYTES = 1 << 20  # larger "Python files" are data: not analysed
 MAX_FILES = 2000  # a version with more Python files is analysed through the first ones only
@@ -107,7 +108,9 @@ def files_at(repo: GitRepo, version: str) -> dict[str, str]:
     return files
 
 
-def imported_files(entry: str, files: Mapping[str, str]) -> dict[str, str]:
+def imported_files(
+    entry: str, files: Mapping[str, str], trees: Trees | None = None
+) -> dict[str, str]:
     """The files of ``files`` the entry script imports, directly or through each other (names
     resolved against the repository root and the importing file's directory, as ``sys.path[0]``
     is the script's directory): the code a run can execute, and no unrelated scripts or tests
@@ -116,7 +119,7 @@ def imported_files(entry: str, files: Mapping[str, str]) -> dict[str, str]:
     while todo:
         path = todo.pop()
         try:
-            tree = ast.parse(files[path])
+            tree = (trees or Trees()).parse(files[path])
         except (SyntaxError, KeyError, ValueError):
             continue
         here = path.rsplit("/", 1)[0] if "/" in path else ""

@@ -27,7 +27,7 @@ from .codebase import (
     python_files_today,
     version_script,
 )
-from .layout import Reach
+from .layout import Reach, Trees
 from .plan import (
     CostModel,
     Plan,
@@ -142,6 +142,7 @@ class Structures:
         self.script = script
         self.versions = versions
         self._cache: dict[tuple[str, str | None, tuple[str, ...]], ScriptStructure] = {}
+        self._trees = Trees()  # files the versions share are parsed once
 
     def get(self, version: str, data: RunData | None) -> ScriptStructure:
         main = data.main_loop if data else None
@@ -149,12 +150,11 @@ class Structures:
         key = (version, main, nested)
         if key not in self._cache:
             vs = self.versions[version]
-            modules = imported_files(
-                self.script, {**vs.modules, **vs.files, self.script: vs.source}
-            )
+            every = {**vs.modules, **vs.files, self.script: vs.source}
+            modules = imported_files(self.script, every, self._trees)
             modules.pop(self.script, None)
             self._cache[key] = ScriptStructure(
-                vs.source, self.script, modules, main, nested if main else None
+                vs.source, self.script, modules, main, nested if main else None, self._trees
             )
         return self._cache[key]
 
