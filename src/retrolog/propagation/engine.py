@@ -36,6 +36,8 @@ from .targets import (
 )
 from .tree import DEF_KINDS, LOOP_KINDS, Tree, build_tree
 
+_ENTERED = frozenset({"With", "AsyncWith", "Try", "TryStar"})
+
 
 # ---------------------------------------------------------------------------- the engine
 class Plan:
@@ -284,7 +286,15 @@ class Engine:
                 return None
         if not missing:
             return None
-        for k in kids[j:]:
+        later = list(kids[j:])
+        # out of a ``with``/``try`` body the statement was placed in: what follows it
+        blk = ins_block
+        while self.to.kind[self.to.parent[blk]] in _ENTERED and self.to.field_name[blk] == "body":
+            owner = self.to.parent[blk]
+            blk = self.to.parent[owner]
+            siblings = self.to.children[blk]
+            later += siblings[siblings.index(owner) + 1 :]
+        for k in later:
             node = self.to.node[k]
             if node is not None:
                 bound |= binds(node)
