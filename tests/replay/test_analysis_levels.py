@@ -18,7 +18,7 @@ from retrolog.replaying.codebase import (
     python_files_today,
     version_script,
 )
-from retrolog.replaying.plan import RunPlan
+from retrolog.replaying.plan import CostModel, RunPlan, RunTimings
 from retrolog.replaying.planner import _low_confidence
 from retrolog.replaying.render import run_notes
 from retrolog.versions import GitRepo
@@ -339,3 +339,20 @@ def test_a_low_confidence_placement_is_refused_unless_accepted_and_then_marked(
     notes = run_notes(run)
     assert "LOW CONFIDENCE" in notes
     assert f"(confidence {accepted.propagation['confidence']:.2f})" in notes
+
+
+def test_the_estimate_says_what_happens_to_nested_loops() -> None:
+    """Not "skipping nested loops" when the plan re-executes them."""
+    timings = RunTimings(
+        prefix=0.2, iterations={0: 0.5, 1: 0.5}, nested={0: {"step": 0.4}, 1: {"step": 0.4}}
+    )
+    model = CostModel(1e8, forked=False)
+    both = {0: {"step": 1000}, 1: {"step": 1000}}
+    basis = [
+        model.task(timings, "outer", None, 1, checkpoints, reexecute, None, False)[1]
+        for checkpoints, reexecute in ((both, set()), (both, {"step"}), ({0: both[0]}, set()))
+    ]
+    assert "2 iterations (nested loop step restored from checkpoints)" in basis[0]
+    assert "2 iterations (nested loop step re-executed)" in basis[1]
+    assert "(nested loop step restored from checkpoints in 1, re-executed in 1)" in basis[2]
+    assert not any("skipping" in b for b in basis)

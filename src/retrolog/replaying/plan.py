@@ -170,18 +170,18 @@ def makespan(durations: list[float], workers: int) -> float:
     return max(loads) if durations else 0.0
 
 
-def nested_work(restored: set[str], rerun: set[str]) -> str:
-    """What an outer iteration does with its nested loops, in words."""
-    if restored and rerun:
-        return (
-            f"restoring nested loop(s) {', '.join(sorted(restored))} from checkpoints and "
-            f"re-executing {', '.join(sorted(rerun))}"
-        )
-    if rerun:
-        return f"re-executing nested loop(s) {', '.join(sorted(rerun))} (no usable checkpoint)"
-    if restored:
-        return f"restoring nested loop(s) {', '.join(sorted(restored))} from checkpoints"
-    return "outside nested loops"
+def nested_work(restored: dict[str, int], rerun: dict[str, int]) -> str:
+    """What outer iterations do with their nested loops, in words (loop -> iterations)."""
+    parts = []
+    for loop in sorted({*restored, *rerun}):
+        done, again = restored.get(loop, 0), rerun.get(loop, 0)
+        if done and again:
+            parts.append(f"{loop} restored from checkpoints in {done}, re-executed in {again}")
+        elif done:
+            parts.append(f"{loop} restored from checkpoints")
+        else:
+            parts.append(f"{loop} re-executed")
+    return f"(nested loop {'; '.join(parts)})" if parts else "(no nested loops)"
 
 
 def combine_levels(levels: list[str]) -> str:
@@ -300,8 +300,8 @@ class CostModel:
             iterations = [i for i in iterations if i <= last_iteration]
         full = set(full_iterations or [])
         outer = full_time = 0.0
-        restored: set[str] = set()
-        rerun: set[str] = set()
+        restored: dict[str, int] = {}
+        rerun: dict[str, int] = {}
         for index in iterations:
             if index in full:
                 full_time += timings.iterations.get(index, 0.0) * pace
@@ -309,7 +309,8 @@ class CostModel:
                 skippable = checkpoints.get(index, {})
                 outer += self.outer_iteration(timings, index, skippable, reexecute, pace)
                 for loop in timings.nested.get(index, {}):
-                    (restored if loop in skippable and loop not in reexecute else rerun).add(loop)
+                    done = restored if loop in skippable and loop not in reexecute else rerun
+                    done[loop] = done.get(loop, 0) + 1
         seconds += outer + full_time
         if len(iterations) > len(full):
             parts.append(
