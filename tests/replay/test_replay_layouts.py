@@ -286,7 +286,7 @@ def test_the_plan_shows_the_whole_statement_and_what_happens_to_nested_loops(pro
     assert proc.returncode == 0, proc.stderr
     out = " ".join(proc.stdout.split())
     assert "[p.detach().abs().sum().item() for p in model.parameters()][0]" in out
-    assert "(nested loop step restored from checkpoints)" in out
+    assert "(nested loop step restored from checkpoints" in out  # some may lack one
     assert "placed at train.py:" in out and "confidence" in out  # v1's propagated placement
 
 
