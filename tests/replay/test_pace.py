@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from retrolog.replaying.plan import FORK_SECONDS, CostModel, RunTimings, pace
-from retrolog.replaying.planner import correction_key, past_corrections
+from retrolog.replaying.planner import correction_key, load_factor, past_corrections
 from retrolog.store import Store
 from retrolog.store.lite import LiteStore, insert_rows
 
@@ -137,3 +137,36 @@ def test_corrections_learn_from_the_raw_estimate_and_replace_the_pace(tmp_path: 
     store.dispose()
     assert found["outer@a"] == pytest.approx(1.6)  # actual / raw: 1.5 and 1.6, upper median
     assert found["outer"] == pytest.approx(1.6)
+
+
+def test_a_correction_learned_under_load_is_normalised_by_that_load(tmp_path: Path) -> None:
+    """Replays that ran on a machine twice oversubscribed took twice as long: the factor learned
+    from them is the quiet machine's, and today's load multiplies it back when it is applied."""
+    url = f"sqlite:///{tmp_path / 'retrolog.db'}"
+    Store(url).dispose()
+    store = LiteStore.open(url)
+    assert store is not None
+    with store.transaction() as tx:
+        for created, replay_id in enumerate(("r1", "r2")):
+            plan = {"load": 2.0, "runs": [{"tasks": [{"task_id": 1, "raw_seconds": 2.0}]}]}
+            insert_rows(
+                tx,
+                "replays",
+                [
+                    {"replay_id": replay_id, "created": created, "status": "finished"}
+                    | {"script": "train.py", "plan": json.dumps(plan)}
+                ],
+            )
+            insert_rows(
+                tx,
+                "replay_tasks",
+                [
+                    {"replay_id": replay_id, "task_id": 1, "run_id": "a", "level": "outer"}
+                    | {"status": "done", "attempts": 1}
+                    | {"estimate_seconds": 2.0, "actual_seconds": 4.4}
+                ],
+            )
+    found = past_corrections(store, "train.py")
+    store.dispose()
+    assert found["outer"] == pytest.approx(1.1)  # 4.4 / 2.0 / 2.0: the load's share is gone
+    assert load_factor(2) >= 1.0 and load_factor(10_000) == 1.0

@@ -168,7 +168,7 @@ def _replay(
     accept_low_confidence: bool = False,
 ) -> ReplayReport:
     from .execute import run_plan
-    from .planner import build_plan
+    from .planner import build_plan, load_factor
 
     forked = executor is None or isinstance(executor, ForkServerExecutor)
     server_seconds: float | None = None
@@ -198,6 +198,7 @@ def _replay(
         imports_now=imports_now,
         force=force,
         accept_low_confidence=accept_low_confidence,
+        load=load_factor(_cores()),
     )
     if isinstance(executor, ForkServerExecutor) and server_seconds is not None:
         remaining, _ = executor.calibration()  # planning took some of the server's start

@@ -115,6 +115,9 @@ class Plan:
     cores: int = 0  # CPU cores the tasks share (0: one per worker)
     # level or "level@run_id" -> factor (see planner.past_corrections)
     corrections: dict[str, float] = field(default_factory=dict)
+    # runnable processes per core when planning, at least 1 (see planner.load_factor): corrections
+    # learned on a loaded machine are divided by it, and multiplied by today's when applied
+    load: float = 1.0
 
     @property
     def tasks(self) -> list[TaskPlan]:
@@ -155,6 +158,7 @@ class Plan:
                 "planning_seconds": self.planning_seconds,
                 "cores": self.cores,
                 "corrections": self.corrections,
+                "load": self.load,
                 "estimate_seconds": self.estimate_seconds,
                 "runs": [asdict(r) for r in self.runs],
             },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -248,6 +249,7 @@ def build_plan(
     imports_now: float | None = None,
     force: bool = False,
     accept_low_confidence: bool = False,
+    load: float = 1.0,
 ) -> tuple[Plan, dict[str, RunData], dict[str, VersionScript]]:
     """Plan a replay of the statements logging ``names`` in today's project files (the entry
     script or any module it uses). ``server_seconds``: what is left of the fork server's start
@@ -256,7 +258,8 @@ def build_plan(
     worker); ``imports_now``: seconds the fork server took to import the script's top-level
     modules, against which the recorded start-ups give the pace of this machine now relative to
     when the runs were recorded (``plan.pace``). ``force``: replay runs an earlier replay already
-    filled in; ``accept_low_confidence``: accept placements propagation finds unreliable."""
+    filled in; ``accept_low_confidence``: accept placements propagation finds unreliable;
+    ``load``: the machine's load factor now (``load_factor``)."""
     names = list(dict.fromkeys(names))
     if not names:
         raise ReplayError("name at least one logged value to replay")
@@ -407,11 +410,12 @@ def build_plan(
         key = correction_key(task.level, task.run_id, corrections)
         if key is not None:  # measured replays say more than the pace's proxy: replace it
             factor = corrections[key]
-            task.estimate_seconds = task.raw_seconds * factor
+            task.estimate_seconds = task.raw_seconds * factor * load
             whose = "this run" if "@" in key else script
+            busy = f"; x{load:.2f} for the machine's load now" if load > 1.05 else ""
             task.basis = (
                 f"{raw_bases[task.task_id]}; x{factor:.2f}, as past {task.level} replays of "
-                f"{whose} ran"
+                f"{whose} ran{busy}"
             )
     replay_id = new_run_id()
     stmt_texts = statements
@@ -432,6 +436,7 @@ def build_plan(
             server,
             cores=cores,
             corrections=corrections,
+            load=load,
         ),
         runs,
         versions,
@@ -448,6 +453,18 @@ def correction_key(level: str, run_id: str, corrections: dict[str, float]) -> st
         if key in corrections:
             return key
     return None
+
+
+def load_factor(cores: int) -> float:
+    """Runnable processes per core over the last minute, at least 1: how much slower than on a
+    quiet machine work runs now. A replay's learned correction is divided by the factor of its
+    own time and multiplied by today's, so a correction learned on a loaded machine does not
+    inflate every estimate on a quiet one (seen: 2.2x under on a loaded VM, then 32 s estimated
+    for 2.6 s on a quiet one)."""
+    try:
+        return max(1.0, os.getloadavg()[0] / max(cores or os.cpu_count() or 1, 1))
+    except OSError:
+        return 1.0
 
 
 def past_corrections(store: Database, script: str) -> dict[str, float]:
@@ -472,6 +489,7 @@ def past_corrections(store: Database, script: str) -> dict[str, float]:
         try:
             doc = json.loads(plan_json or "{}")
             applied = doc.get("corrections") or {}
+            load_then = max(float(doc.get("load") or 1.0), 1.0)
             raws = {
                 int(t["task_id"]): float(t.get("raw_seconds") or 0.0)
                 for r in doc.get("runs") or []
@@ -489,7 +507,7 @@ def past_corrections(store: Database, script: str) -> dict[str, float]:
                 key = correction_key(level, run_id, applied)
                 raw = estimate / float(applied[key] if key else 1.0)
             if raw > 0 and actual:
-                ratio = actual / raw
+                ratio = actual / raw / load_then
                 ratios.setdefault(level, []).append(ratio)
                 ratios.setdefault(f"{level}@{run_id}", []).append(ratio)
     low, high = CORRECTION_BOUNDS
