@@ -50,11 +50,13 @@ from retrolog.replaying.forkserver import DIR_ENV, shutdown_servers  # noqa: E40
 
 HISTORY = "nanogpt_like"
 SIZE = [
-    "--max_iters=40",
-    "--lr_decay_iters=40",
+    "--max_iters=80",
+    "--lr_decay_iters=80",
     "--gradient_accumulation_steps=8",
     "--batch_size=16",
-    "--eval_interval=10",
+    "--block_size=64",
+    "--n_embd=64",
+    "--eval_interval=20",
     "--eval_iters=2",
 ]
 QUICK_SIZE = ["--max_iters=12", "--lr_decay_iters=12", "--eval_interval=6", "--eval_iters=2"]
@@ -78,15 +80,20 @@ def git(repo: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=tool_env())
 
 
+def sized(size: list[str], version: str) -> list[str]:
+    """The size options in ``version``'s names (v1 called the evaluation interval eval_every)."""
+    if version == "v1":
+        return [a.replace("--eval_interval=", "--eval_every=") for a in size]
+    return size
+
+
 def run_script(repo: Path, command: list[str], size: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, *command, *size],
-        cwd=repo,
-        env=tool_env(),
-        check=True,
-        capture_output=True,
+    proc = subprocess.run(
+        [sys.executable, *command, *size], cwd=repo, env=tool_env(), capture_output=True, text=True
     )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed in {repo}:\n{proc.stderr[-3000:]}")
     return time.perf_counter() - start
 
 
@@ -102,7 +109,7 @@ def build(root: Path, size: list[str]) -> tuple[Path, list[float]]:
         git(repo, "commit", "-q", "-m", version)
         if version == "v1":
             subprocess.run([sys.executable, "data/tiny/prepare.py"], cwd=repo, check=True)
-        walls += [run_script(repo, cmd, size) for cmd in RUNS[HISTORY][version]]
+        walls += [run_script(repo, cmd, sized(size, version)) for cmd in RUNS[HISTORY][version]]
     return repo, walls
 
 
@@ -120,7 +127,8 @@ def rerun_all(root: Path, history: Path, size: list[str]) -> float:
     for version in VERSIONS:  # each version's code, as the runs had it
         write_version(copy, HISTORY, version)
         with ThreadPoolExecutor(max_workers=2) as pool:
-            list(pool.map(lambda c: run_script(copy, c, size), by_version[version]))
+            args = sized(size, version)
+            list(pool.map(run_script, [copy] * 2, by_version[version], [args] * 2))
     return time.perf_counter() - start
 
 
