@@ -159,15 +159,16 @@ class Encoder:
 
 
 def iter_blob_refs(node: Any) -> Iterator[tuple[str, str]]:
-    """Yield ``(digest, lib)`` for every tensor leaf of an encoded tree."""
+    """Yield ``(digest, lib)`` of the stored blob of every tensor leaf of an encoded tree: the
+    leaf's own blob, or the pack blob that holds it (``"pack"``, see format.PACK_LIMIT)."""
     if isinstance(node, list):
         for item in node:
             yield from iter_blob_refs(item)
     elif isinstance(node, dict):
         if TENSOR_TAG in node:
-            yield node[TENSOR_TAG], "torch"
+            yield str(node.get("pack", node[TENSOR_TAG])), "torch"
         elif NDARRAY_TAG in node:
-            yield node[NDARRAY_TAG], "numpy"
+            yield str(node.get("pack", node[NDARRAY_TAG])), "numpy"
         else:
             for value in node.values():
                 yield from iter_blob_refs(value)

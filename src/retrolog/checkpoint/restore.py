@@ -22,7 +22,7 @@ from retrolog.checkpoint.codec import decode, iter_blob_refs
 from retrolog.checkpoint.errors import CaptureError, CheckpointUnavailable
 from retrolog.checkpoint.format import Manifest, load_manifest, read_blob, tensor_from_blob
 from retrolog.checkpoint.rng import restore_rng
-from retrolog.objects.store import ObjectStore
+from retrolog.objects.store import ObjectStore, digest_bytes
 
 
 class _Loader:
@@ -39,7 +39,7 @@ class _Loader:
                 self.raw[digest] = read_blob(self.store, digest)
 
     def __call__(self, digest: str, lib: str, node: dict[str, Any]) -> Any:
-        value = tensor_from_blob(self.raw[digest], lib, digest)
+        value = tensor_from_blob(self._bytes(digest, node), lib, digest)
         device = node.get("device")
         if lib == "torch" and device:
             try:
@@ -54,6 +54,21 @@ class _Loader:
                         stacklevel=4,
                     )
         return value
+
+    def _bytes(self, digest: str, node: dict[str, Any]) -> bytes:
+        """A leaf's blob: its own, or its slice of a pack, verified against its digest."""
+        if "pack" not in node:
+            return self.raw[digest]
+        try:
+            offset, length = (int(x) for x in node["at"])
+            data = self.raw[node["pack"]][offset : offset + length]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointUnavailable(f"bad pack reference for {digest}: {exc!r}") from exc
+        if digest_bytes(data) != digest:
+            raise CheckpointUnavailable(
+                f"tensor {digest} does not match its bytes in pack {node['pack']}", digest=digest
+            )
+        return data
 
 
 def _check(name: str, obj: Any, record: dict[str, Any], state: Any) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from retrolog._warn import RetrologWarning
 from retrolog.checkpoint.capture import CapturedState
-from retrolog.checkpoint.format import Manifest, write_checkpoint
+from retrolog.checkpoint.format import Manifest, PackIndex, write_checkpoint
 from retrolog.objects.store import ObjectStore
 
 _STOP = object()
@@ -44,6 +44,7 @@ class CheckpointWriter:
         self.errors: list[BaseException] = []
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_pending)
         self._known: set[str] = set()
+        self._packs: PackIndex = {}  # small tensors packed by this writer (format.PACK_LIMIT)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -111,7 +112,7 @@ class CheckpointWriter:
         if not future.set_running_or_notify_cancel():
             return
         try:
-            manifest = write_checkpoint(self.store, key, captured, self._known)
+            manifest = write_checkpoint(self.store, key, captured, self._known, self._packs)
         except BaseException as exc:  # reported, never raised on the training thread
             self._report(key, exc)
             future.set_exception(exc)
