@@ -52,8 +52,11 @@ def test_small_tensors_are_packed_and_restored_exactly(tmp_path: Path) -> None:
     changed = state2["0.0.bias"]
     unchanged = state2["3.1.weight"]
     assert changed["pack"] != state["0.0.bias"]["pack"]
-    assert unchanged["pack"] == state["3.1.weight"]["pack"]  # not written again
-    assert second.stats.new_bytes < 200  # only the changed bias, in a pack of its own
+    # seen unchanged: a blob of its own from now on, shared by later checkpoints
+    assert "pack" not in unchanged and unchanged["$tensor"] in second.blobs
+    assert state["0.0.bias"]["pack"] not in second.blobs  # no checkpoint points at another's pack
+    third = writer.submit("c", capture({"net": net}, rng=False)).result()
+    assert third.stats.new_bytes == 0 and third.blobs == second.blobs
     writer.close()
     for manifest, expect in ((first, model()), (second, net)):
         target = model()
@@ -65,7 +68,7 @@ def test_small_tensors_are_packed_and_restored_exactly(tmp_path: Path) -> None:
             want = expect.state_dict()[key]
             assert torch.equal(value, want), key
     removed, _ = gc(store, [second.digest])
-    assert removed == 1  # only manifest a; its pack is still used by b's unchanged tensors
+    assert removed == 3  # manifests a and c (not listed as live), and a's pack
     restore(store, second.digest, {"net": model()})
 
 

@@ -42,7 +42,7 @@ _KEY = "t"
 # made the adaptive policy save only every 4th-6th micro-step loop exit. Larger tensors keep a
 # blob each, so an unchanged one (a frozen layer) is still stored once.
 PACK_LIMIT = 256 * 1024
-PackIndex = dict[str, tuple[str, int, int, int]]  # tensor digest -> (pack, offset, length, size)
+PackIndex = set[str]  # digests of the small tensors a writer has packed
 
 
 @dataclass(frozen=True)
@@ -175,9 +175,10 @@ def write_checkpoint(
 
     ``known`` is a cache of digests already confirmed in ``store`` (the writer keeps one), which
     saves an existence check per unchanged tensor on remote stores. ``packs`` (the writer keeps
-    one; None: every tensor gets a blob of its own) turns on packing of small tensors: it maps
-    each small tensor already packed by this writer to (pack, offset, length, pack size), so an
-    unchanged one points at its earlier pack instead of being written again.
+    one; None: every tensor gets a blob of its own) turns on packing of small tensors: a small
+    tensor seen for the first time goes into this checkpoint's pack; one seen unchanged again (a
+    frozen layer's bias) gets a blob of its own then, stored once and shared from there on. So a
+    pack is referenced by its own checkpoint only, and deleting a run's checkpoints frees them.
     """
     start = time.perf_counter()
     cpu_start = time.thread_time()
@@ -187,16 +188,16 @@ def write_checkpoint(
     for leaf in captured.leaves:
         data = tensor_to_blob(leaf.value, leaf.lib)
         digest = digest_bytes(data)
-        node = leaf.node
-        node[TENSOR_TAG if leaf.lib == "torch" else NDARRAY_TAG] = digest
-        if packs is not None and len(data) < PACK_LIMIT:
-            where = packs.get(digest)
-            if where is None:
-                packed.append((node, data))
-            else:  # unchanged since an earlier checkpoint of this writer: point at its pack
-                node["pack"], node["at"] = where[0], [where[1], where[2]]
-                blobs[where[0]] = where[3]
+        leaf.node[TENSOR_TAG if leaf.lib == "torch" else NDARRAY_TAG] = digest
+        if (
+            packs is not None
+            and len(data) < PACK_LIMIT
+            and digest not in packs
+            and not (known is not None and digest in known)
+        ):
+            packed.append((leaf.node, data))  # first seen: into this checkpoint's pack
             continue
+        # a large tensor, or a small one seen unchanged again: a blob of its own, stored once
         if digest not in blobs:
             if not (known is not None and digest in known) and not store.has(digest):
                 fresh[digest] = data
@@ -207,13 +208,8 @@ def write_checkpoint(
         offset = 0
         for node, data in packed:
             node["pack"], node["at"] = pack_digest, [offset, len(data)]
-            packs[node[TENSOR_TAG] if TENSOR_TAG in node else node[NDARRAY_TAG]] = (
-                pack_digest,
-                offset,
-                len(data),
-                len(pack),
-            )
             offset += len(data)
+        packs.update(digest_bytes(data) for _, data in packed)
         if not store.has(pack_digest):
             fresh[pack_digest] = pack
         blobs[pack_digest] = len(pack)

@@ -44,7 +44,7 @@ class CheckpointWriter:
         self.errors: list[BaseException] = []
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_pending)
         self._known: set[str] = set()
-        self._packs: PackIndex = {}  # small tensors packed by this writer (format.PACK_LIMIT)
+        self._packs: PackIndex = set()  # small tensors packed by this writer (format.PACK_LIMIT)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
