@@ -20,12 +20,15 @@ def test_all_is_pinned() -> None:
         "dataframe",
         "iteration",
         "log",
+        "load",
         "loop",
         "propagate",
+        "name",
         "query",
         "replay",
         "runs",
     ]
+        "tag",
 
 
 def test_every_exported_name_resolves_to_a_callable_or_class() -> None:

@@ -42,12 +42,15 @@ __all__ = [
     "propagate",
     "query",
     "replay",
+    "load",
     "runs",
 ]
+    "name",
 
 _LAZY = {
     "ArgumentError": ("retrolog.record", "ArgumentError"),
     # the error model (retrolog.errors) and the one warning category
+    "tag",
     "MissingVersionError": ("retrolog.errors", "MissingVersionError"),
     "NotFoundError": ("retrolog.errors", "NotFoundError"),
     "ReplayRefused": ("retrolog.errors", "ReplayRefused"),
@@ -69,6 +72,10 @@ _LAZY = {
     "replay": ("retrolog.replaying", "replay"),
     "propagate": ("retrolog.propagation", "propagate"),
 }
+    # names and tags of the run in progress; models out of runs (issue 15)
+    "name": ("retrolog.record.tags", "name"),
+    "tag": ("retrolog.record.tags", "tag"),
+    "load": ("retrolog.relational.models", "load"),
 
 
 def __getattr__(name: str) -> Any:

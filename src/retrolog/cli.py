@@ -60,10 +60,16 @@ def _complete_run_ids(ctx: typer.Context, incomplete: str) -> list[str]:
         from .relational.describe import run_ids
 
         project = _project_of(ctx)
-        ids = run_ids(open_store(project, recover=False)) if project is not None else []
+        store = open_store(project, recover=False) if project is not None else None
+        ids = run_ids(store) if store is not None else []
+        from .relational.labels import run_names  # names complete too (retrolog name)
+
+        named = run_names(store) if store is not None else []
     except Exception:  # noqa: BLE001 - no completions rather than a traceback in the shell
         return []
-    return [i for i in ids if i.startswith(incomplete.upper())]
+    return [i for i in ids if i.startswith(incomplete.upper())] + [
+        n for n in named if n.startswith(incomplete)
+    ]
 
 
 def _complete_names(ctx: typer.Context, incomplete: str) -> list[str]:
@@ -253,7 +259,9 @@ def runs_command(
         short = unique_prefixes(run_ids(open_store(resolved, recover=False)))
         frame["run_id"] = frame["run_id"].map(short)
         frame = frame.drop(
-            columns=[c for c in ("argv", "host", "error", "git_head", "end_time") if c in frame]
+            columns=[
+                c for c in ("argv", "host", "error", "git_head", "end_time", "notes") if c in frame
+            ]
         )
         if "version" in frame:
             frame["version"] = frame["version"].map(lambda v: v[:10] if isinstance(v, str) else v)
@@ -261,7 +269,7 @@ def runs_command(
     _emit(frame, fmt)
 
 
-RUN_COLUMNS = ("run_id", "status", "start_time", "version", "script")  # kept first, in this order
+RUN_COLUMNS = ("run_id", "run_name", "status", "start_time", "version", "script")  # kept first
 RUN_EXTRA_COLUMNS = ("duration", "git_branch", "git_dirty")  # after the args, dropped first
 
 
@@ -394,6 +402,8 @@ def show_command(
     facts = Table(title=f"run {report['run_id']}", show_header=False)
     for key in (
         "status",
+        "name",
+        "tags",
         "script",
         "start_time",
         "end_time",
@@ -410,6 +420,9 @@ def show_command(
         facts.add_row(key, _cell(report.get(key)))
     console.print(facts)
     args = Table(title="args")
+    from .cli_labels import print_labels
+
+    print_labels(console, report)
     args.add_column("name")
     args.add_column("value")
     for key, value in report["args"].items():
@@ -702,3 +715,5 @@ def _run(args: list[str]) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+from . import cli_labels  # noqa: E402, F401  (registers tag, note, name and checkpoints)
+

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import NotFoundError
+from ..errors import NotFoundError, StoreError
 from ..project import Project
 from ..record.values import from_cell
 from ..versions import GitError, GitRepo, require_version
@@ -21,10 +21,13 @@ MIN_PREFIX = 8  # characters of a run id `retrolog runs` shows at least (40 bits
 
 
 def find_run(store: Any, run_id: str) -> Any:
-    """The runs row whose id is ``run_id`` or starts with it (ids are upper case; a lower-case
-    prefix is accepted). NotFoundError (a LookupError) if none, or if the prefix is ambiguous:
-    the message lists the candidates."""
+    """The runs row whose id is ``run_id``, whose name is ``run_id`` (``retrolog.name``), or whose
+    id starts with it (ids are upper case; a lower-case prefix is accepted), in that order.
+    NotFoundError (a LookupError) if none, or if the prefix is ambiguous: the message lists the
+    candidates."""
     rows = store.fetch("SELECT * FROM runs WHERE run_id = :id", {"id": run_id})
+    if not rows and run_id:
+        rows = _named(store, run_id)
     for prefix in dict.fromkeys((run_id, run_id.upper())):
         if rows or not prefix:
             break
@@ -43,6 +46,19 @@ def find_run(store: Any, run_id: str) -> Any:
             "give more characters"
         )
     return rows[0]
+
+
+def _named(store: Any, name: str) -> list[Any]:
+    """The run called ``name`` (a store from before run names has none)."""
+    try:
+        return list(
+            store.fetch(
+                "SELECT * FROM runs WHERE id IN (SELECT run FROM run_names WHERE name = :n)",
+                {"n": name},
+            )
+        )
+    except StoreError:
+        return []
 
 
 def unique_prefixes(ids: Iterable[str], minimum: int = MIN_PREFIX) -> dict[str, str]:
@@ -131,6 +147,10 @@ def describe_run(
     if with_diff:
         if run["version"] and proj.in_git:  # a version from another clone: say how to fetch it
             require_version(proj.root, run["run_id"], run["version"])
+    from .labels import run_environment, run_labels  # names, tags, notes, environment
+
+    report.update(run_labels(store, run["id"]))
+    report["environment"] = run_environment(store, run["id"])
         report["diff"], report["diff_note"] = _diff_against_head(proj, run["version"])
     return report
 

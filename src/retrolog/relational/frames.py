@@ -107,6 +107,9 @@ def runs(project: Project | str | Path | None = None, where: str | None = None) 
     args = _args_long(store)
     wide = _wide(args.astype({"value": object}))
     table["duration"] = table["end_time"] - table["start_time"]
+    from .labels import labels_frame  # run_name, notes, tag_<key> (docs/data-model.md)
+
+    table = table.merge(labels_frame(store), left_on="run", right_index=True, how="left")
     table = table.merge(
         wide.rename(columns=lambda c: f"arg:{c}" if c in table.columns else c),
         left_on="run",

@@ -12,10 +12,11 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from . import digest
+from . import digest, labels
 
 # 2: the ``digests`` table (store/digest.py); stores of version 1 are migrated on open.
-SCHEMA_VERSION = 2
+# 3: run names, tags, notes and environments (store/labels.py); data versions.
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 60_000
 
 _COLUMNS = {
@@ -100,6 +101,7 @@ def apply_events(
         return 0
     rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in _COLUMNS}
     facts: dict[str, Any] = {}
+    labelled: list[Sequence[Any]] = []  # tag, name, note, env (store/labels.py)
     for ev in fresh:
         kind = ev[1]
         if kind == "log":
@@ -116,6 +118,8 @@ def apply_events(
             facts.update(run_facts(ev[2]))
         elif kind == "end":
             facts.update(status=ev[2], end_time=ev[3], error=ev[4])
+        elif kind in labels.KINDS:
+            labelled.append(ev)
     for table, table_rows in rows.items():
         if not table_rows:
             continue
@@ -128,6 +132,8 @@ def apply_events(
                 else sql + " ON CONFLICT DO NOTHING"
             )
         cursor.executemany(sql, table_rows)
+    if labelled:
+        labels.apply(labels.Cursor(cursor, sqlite), run_key, labelled)
     # The run's digest grows in this same transaction, so it always matches the stored rows.
     sealed = facts.get("end_time") if "status" in facts and facts["status"] != "running" else None
     digest.add_rows(

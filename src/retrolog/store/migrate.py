@@ -7,6 +7,8 @@ store is never seen half-migrated. Version history:
 - 1: the first schema.
 - 2: ``digests`` (store/digest.py). Existing runs and replays get their digest computed from the
   rows stored at migration time: it proves the values did not change *since*.
+- 3: run names, tags, notes and environments (store/labels.py): new tables only, nothing to
+  fill in for existing runs (``_labels_tables``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ def migrate(cursor: Any, mark: str, found: int, target: int) -> list[str]:
     done: list[str] = []
     if found < 2 <= target:
         done.append(_seal_existing(cursor, mark))
+    if found < 3 <= target:
+        done.append(_labels_tables(cursor))
     cursor.execute(
         f"UPDATE retrolog_meta SET value = {mark} WHERE key = 'schema_version'", (str(target),)
     )
@@ -50,3 +54,25 @@ def _seal_existing(cursor: Any, mark: str) -> str:
                 sealed = finished.get(scope)
             digest.add_rows(cursor, mark, int(run_key), scope, rows, sealed=sealed)
     return f"computed the value digests of {len(runs)} existing run(s)"
+
+
+# Idempotent: ``create_all`` made these tables before ``migrate`` runs; a store whose tables were
+# made some other way (a copied database, an interrupted upgrade) gets them here.
+_LABEL_TABLES = (
+    "CREATE TABLE IF NOT EXISTS run_names (run INTEGER PRIMARY KEY, name VARCHAR(200) NOT NULL "
+    "UNIQUE)",
+    "CREATE TABLE IF NOT EXISTS run_tags (run INTEGER NOT NULL, key VARCHAR(200) NOT NULL, "
+    "value TEXT, UNIQUE (run, key))",
+    "CREATE TABLE IF NOT EXISTS run_notes (run INTEGER NOT NULL, created FLOAT NOT NULL, "
+    "text TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS environments (hash VARCHAR(64) PRIMARY KEY, packages TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS run_environment (run INTEGER PRIMARY KEY, env_hash VARCHAR(64), "
+    "python TEXT, platform TEXT, host TEXT, executable TEXT, accelerator TEXT, stdout TEXT, "
+    "stderr TEXT)",
+)
+
+
+def _labels_tables(cursor: Any) -> str:
+    for statement in _LABEL_TABLES:
+        cursor.execute(statement)
+    return "added the tables of run names, tags, notes and environments"

@@ -201,6 +201,54 @@ digests = Table(
     UniqueConstraint("run", "scope"),
 )
 
+# Schema 3 (issue 15): names, tags and notes of runs, and the environment a run ran in.
+# ``run`` is runs.id, as in the tables above; store/ingest.py and record/tags.py write them.
+run_names = Table(
+    "run_names",
+    metadata,
+    Column("run", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(200), nullable=False, unique=True),  # unique per store (project)
+)
+
+run_tags = Table(
+    "run_tags",
+    metadata,
+    Column("run", Integer, nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("value", Text),
+    UniqueConstraint("run", "key"),
+)
+
+run_notes = Table(
+    "run_notes",
+    metadata,
+    Column("run", Integer, nullable=False),
+    Column("created", Float, nullable=False),
+    Column("text", Text, nullable=False),
+    Index("ix_run_notes_run", "run"),
+)
+
+environments = Table(  # one row per distinct list of installed distributions
+    "environments",
+    metadata,
+    Column("hash", String(64), primary_key=True),  # sha256 of the sorted name==version lines
+    Column("packages", Text, nullable=False),  # JSON list of "name==version", sorted
+)
+
+run_environment = Table(
+    "run_environment",
+    metadata,
+    Column("run", Integer, primary_key=True, autoincrement=False),
+    Column("env_hash", String(64)),  # environments.hash
+    Column("python", Text),  # full version string and implementation
+    Column("platform", Text),
+    Column("host", Text),
+    Column("executable", Text),
+    Column("accelerator", Text),  # JSON: torch.cuda devices, or NULL
+    Column("stdout", Text),  # RETROLOG_CAPTURE_OUTPUT=1 only, capped (record/environment.py)
+    Column("stderr", Text),
+)
+
 meta = Table(
     "retrolog_meta",
     metadata,

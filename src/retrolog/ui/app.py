@@ -158,12 +158,21 @@ def create_app(
         )
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
-    def run_page(request: Request, run_id: str, against: str = "HEAD") -> HTMLResponse:
+    def run_page(
+        request: Request,
+        run_id: str,
+        against: str = "HEAD",
+        env_against: str = "",
+        data_against: str = "",
+    ) -> HTMLResponse:
         try:
             report = queries.run_detail(reader, run_id)
         except LookupError as exc:
             return not_found(request, str(exc))
         others = _diff_targets(reader, report)
+        from .labels import environment_view  # the environment card and its diff to another run
+
+        env = environment_view(reader, report, env_against)
         diff = _run_diff(reader, report, against, others)
         numeric = [m["name"] for m in report["metrics"] if _is_number(m.get("last"))]
         return page(
@@ -175,6 +184,8 @@ def create_app(
             diff=diff,
             chart_names=numeric[:24],
         )
+            env=env,
+            data=data_view(reader, report["run_id"], data_against),  # ui/data.py
 
     @app.get("/runs/{run_id}/diff", response_class=HTMLResponse)
     def run_diff_fragment(request: Request, run_id: str, against: str = "HEAD") -> HTMLResponse:
@@ -255,6 +266,11 @@ def create_app(
     @app.get("/api/names")
     def api_names() -> JSONResponse:
         return JSONResponse(
+                    "tags": {  # tag_<key> columns (relational/labels.py)
+                        k[4:]: v
+                        for k, v in record.items()
+                        if k.startswith("tag_") and isinstance(v, str)
+                    },
             {"names": queries.metric_names(reader), "numeric": queries.numeric_names(reader)}
         )
 

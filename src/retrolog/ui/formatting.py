@@ -157,6 +157,12 @@ def runs_rows(table: dict[str, Any]) -> list[dict[str, Any]]:
                 "dirty": bool(record.get("git_dirty")),
                 "script": num(record["script"]),
                 "host": num(record["host"]),
+                "name": record.get("run_name") if isinstance(record.get("run_name"), str) else "",
+                "tags": {
+                    k[4:]: v
+                    for k, v in record.items()
+                    if k.startswith("tag_") and isinstance(v, str)
+                },
                 "cells": cells,
             }
         )

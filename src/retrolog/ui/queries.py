@@ -31,6 +31,8 @@ FACT_COLUMNS = [
     "argv",
     "error",
     "duration",
+    "run_name",  # names, tags (tag_<key>) and notes: shown with the run id (relational/labels.py)
+    "notes",
 ]
 
 _NAMES_SQLITE = """
@@ -151,7 +153,7 @@ def runs_table(reader: Reader, where: str | None = None) -> dict[str, Any]:
 
 def _runs_table(reader: Reader) -> dict[str, Any]:
     frame = runs(reader.project)
-    arg_names = [c for c in frame.columns if c not in FACT_COLUMNS]
+    arg_names = [c for c in frame.columns if c not in FACT_COLUMNS and not c.startswith("tag_")]
     all_names = metric_names(reader)
     names = all_names[:MAX_METRIC_COLUMNS]
     last = last_values(reader, names)
