@@ -163,7 +163,6 @@ def create_app(
         run_id: str,
         against: str = "HEAD",
         env_against: str = "",
-        data_against: str = "",
     ) -> HTMLResponse:
         try:
             report = queries.run_detail(reader, run_id)
@@ -185,7 +184,6 @@ def create_app(
             chart_names=numeric[:24],
         )
             env=env,
-            data=data_view(reader, report["run_id"], data_against),  # ui/data.py
 
     @app.get("/runs/{run_id}/diff", response_class=HTMLResponse)
     def run_diff_fragment(request: Request, run_id: str, against: str = "HEAD") -> HTMLResponse:
