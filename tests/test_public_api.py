@@ -19,16 +19,16 @@ def test_all_is_pinned() -> None:
         "commit",
         "dataframe",
         "iteration",
-        "log",
         "load",
+        "log",
         "loop",
-        "propagate",
         "name",
+        "propagate",
         "query",
         "replay",
         "runs",
-    ]
         "tag",
+    ]
 
 
 def test_every_exported_name_resolves_to_a_callable_or_class() -> None:

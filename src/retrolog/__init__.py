@@ -37,20 +37,20 @@ __all__ = [
     "commit",
     "dataframe",
     "iteration",
+    "load",
     "log",
     "loop",
+    "name",
     "propagate",
     "query",
     "replay",
-    "load",
     "runs",
+    "tag",
 ]
-    "name",
 
 _LAZY = {
     "ArgumentError": ("retrolog.record", "ArgumentError"),
     # the error model (retrolog.errors) and the one warning category
-    "tag",
     "MissingVersionError": ("retrolog.errors", "MissingVersionError"),
     "NotFoundError": ("retrolog.errors", "NotFoundError"),
     "ReplayRefused": ("retrolog.errors", "ReplayRefused"),
@@ -66,16 +66,16 @@ _LAZY = {
     "iteration": ("retrolog.record", "iteration"),
     "log": ("retrolog.record", "log"),
     "loop": ("retrolog.record", "loop"),
+    # names and tags of the run in progress; models out of runs (issue 15)
+    "name": ("retrolog.record.tags", "name"),
+    "tag": ("retrolog.record.tags", "tag"),
+    "load": ("retrolog.relational.models", "load"),
     "dataframe": ("retrolog.relational", "dataframe"),
     "query": ("retrolog.relational", "query"),
     "runs": ("retrolog.relational", "runs"),
     "replay": ("retrolog.replaying", "replay"),
     "propagate": ("retrolog.propagation", "propagate"),
 }
-    # names and tags of the run in progress; models out of runs (issue 15)
-    "name": ("retrolog.record.tags", "name"),
-    "tag": ("retrolog.record.tags", "tag"),
-    "load": ("retrolog.relational.models", "load"),
 
 
 def __getattr__(name: str) -> Any:

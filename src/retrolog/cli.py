@@ -401,9 +401,9 @@ def show_command(
     console = Console()
     facts = Table(title=f"run {report['run_id']}", show_header=False)
     for key in (
-        "status",
         "name",
         "tags",
+        "status",
         "script",
         "start_time",
         "end_time",
@@ -419,10 +419,10 @@ def show_command(
     ):
         facts.add_row(key, _cell(report.get(key)))
     console.print(facts)
-    args = Table(title="args")
     from .cli_labels import print_labels
 
     print_labels(console, report)
+    args = Table(title="args")
     args.add_column("name")
     args.add_column("value")
     for key, value in report["args"].items():
@@ -713,7 +713,7 @@ def _run(args: list[str]) -> None:
         raise SystemExit(code)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
 from . import cli_labels  # noqa: E402, F401  (registers tag, note, name and checkpoints)
 
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -144,13 +144,13 @@ def describe_run(
             entry["min"] = value if entry["min"] is None else min(entry["min"], value)
             entry["max"] = value if entry["max"] is None else max(entry["max"], value)
     report["metrics"] = list(summary.values())
-    if with_diff:
-        if run["version"] and proj.in_git:  # a version from another clone: say how to fetch it
-            require_version(proj.root, run["run_id"], run["version"])
     from .labels import run_environment, run_labels  # names, tags, notes, environment
 
     report.update(run_labels(store, run["id"]))
     report["environment"] = run_environment(store, run["id"])
+    if with_diff:
+        if run["version"] and proj.in_git:  # a version from another clone: say how to fetch it
+            require_version(proj.root, run["run_id"], run["version"])
         report["diff"], report["diff_note"] = _diff_against_head(proj, run["version"])
     return report
 

@@ -168,10 +168,10 @@ def create_app(
             report = queries.run_detail(reader, run_id)
         except LookupError as exc:
             return not_found(request, str(exc))
-        others = _diff_targets(reader, report)
         from .labels import environment_view  # the environment card and its diff to another run
 
         env = environment_view(reader, report, env_against)
+        others = _diff_targets(reader, report)
         diff = _run_diff(reader, report, against, others)
         numeric = [m["name"] for m in report["metrics"] if _is_number(m.get("last"))]
         return page(
@@ -182,8 +182,8 @@ def create_app(
             others=others,
             diff=diff,
             chart_names=numeric[:24],
-        )
             env=env,
+        )
 
     @app.get("/runs/{run_id}/diff", response_class=HTMLResponse)
     def run_diff_fragment(request: Request, run_id: str, against: str = "HEAD") -> HTMLResponse:
@@ -252,6 +252,11 @@ def create_app(
             out.append(
                 {
                     **{k: record.get(k) for k in queries.FACT_COLUMNS},
+                    "tags": {  # tag_<key> columns (relational/labels.py)
+                        k[4:]: v
+                        for k, v in record.items()
+                        if k.startswith("tag_") and isinstance(v, str)
+                    },
                     "args": _present(record, table["args"]),
                     "last": _present(record, table["metrics"]),
                 }
@@ -264,11 +269,6 @@ def create_app(
     @app.get("/api/names")
     def api_names() -> JSONResponse:
         return JSONResponse(
-                    "tags": {  # tag_<key> columns (relational/labels.py)
-                        k[4:]: v
-                        for k, v in record.items()
-                        if k.startswith("tag_") and isinstance(v, str)
-                    },
             {"names": queries.metric_names(reader), "numeric": queries.numeric_names(reader)}
         )
 
