@@ -654,6 +654,66 @@ def pull_command(remote: RemoteArgument = None, project: ProjectOption = None) -
         raise typer.Exit(1)
 
 
+RunsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--runs",
+        "-r",
+        help="Run ids or prefixes (repeat the option; default: every run).",
+        autocompletion=_complete_run_ids,
+    ),
+]
+
+
+@app.command("export")
+def export_command(
+    out_dir: Annotated[
+        Path, typer.Argument(help="Directory for the Parquet files (or the MLflow store).")
+    ],
+    runs: RunsOption = None,
+    where: WhereOption = None,
+    mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow", help="Write an MLflow tracking store (a directory, or a .db file) instead."
+        ),
+    ] = False,
+    project: ProjectOption = None,
+) -> None:
+    """Export runs, args, metrics with loop coordinates and provenance (docs/export.md)."""
+    from .exchange import export_mlflow, export_parquet
+
+    resolved = _recorded(project)
+    write = export_mlflow if mlflow else export_parquet
+    result = write(resolved, out_dir, run_ids=runs, where=where)
+    for line in result.lines():
+        typer.echo(line)
+
+
+@app.command("import")
+def import_command(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A retrolog export, an MLflow tracking directory/database/URI, a directory of "
+            "TensorBoard event files or of W&B offline runs."
+        ),
+    ],
+    kind: Annotated[
+        str | None,
+        typer.Option("--from", help="retrolog, mlflow, tensorboard or wandb (default: detected)."),
+    ] = None,
+    project: ProjectOption = None,
+) -> None:
+    """Import another history as runs marked `imported` (queryable, never replayed)."""
+    from .exchange import import_history
+    from .project import resolve_project
+
+    result = import_history(resolve_project(project), source, kind)
+    for line in result.lines():
+        typer.echo(line)
+
+
 @app.command("doctor")
 def doctor_command(
     repair: Annotated[

@@ -70,7 +70,7 @@ def same_value(recorded: Any, replayed: Any, tolerance: float) -> tuple[bool, fl
             a, b = float(recorded), float(replayed)
         except (TypeError, ValueError):
             return False, math.inf
-        if math.isnan(a) and math.isnan(b):
+        if (math.isnan(a) and math.isnan(b)) or a == b:  # inf - inf is NaN, not 0
             return True, 0.0
         diff = abs(a - b)
         return (diff <= tolerance * max(abs(a), abs(b)) or diff == 0.0), diff

@@ -286,6 +286,9 @@ def build_plan(
     for row in (r for r in rows if r.script == script):
         plan = RunPlan(run_id=row.run_id, version=row.version, script=script)
         plans.append(plan)
+        if row.status == "imported":  # exchange/: history brought in from elsewhere
+            plan.skipped = "imported run: no code version"
+            continue
         if not row.version:
             plan.skipped = (
                 "the run has no code version (recorded outside git, or versioning failed)"

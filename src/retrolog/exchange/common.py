@@ -1,0 +1,220 @@
+"""Writing imported runs into the store, whatever they come from.
+
+An importer turns its source into ``ImportedRun`` objects; ``write_runs`` stores each one through
+``Store.ingest`` as journal-format events (``run``, ``arg``, ``ctx``, ``log``, ``end``), so the
+rows, the run's value digest and its high-water mark are exactly what a recorded run gets. Only
+what the event format cannot carry is inserted beside it, in its own transaction: values a replay
+produced (``logs.replay_id``, with their replay digest), the ``replays`` rows they point to, and
+rows of tables keyed by run that the store has (tags, names, environments, timings, ...).
+
+Every imported run has status ``imported`` and no code version, so the replay planner skips it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..record.values import Cell, UnsupportedValue, normalise, to_cell
+
+IMPORTED = "imported"
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+# runs columns the ``run`` event carries (store/ingest.py ``_RUN_FACTS``, less status and version)
+EVENT_FACTS = (
+    "script",
+    "argv",
+    "cwd",
+    "start_time",
+    "host",
+    "pid",
+    "python",
+    "packages",
+    "git_head",
+    "git_branch",
+    "git_dirty",
+)
+
+
+@dataclass
+class ImportedRun:
+    """One run to store. ``loops`` rows: ``(ctx_id, parent_id, depth, name, iteration,
+    value_json, start_time)``; ``logs`` rows: ``(seq, ctx_id, name, vtype, num, text,
+    replay_id)``; ``extra``: table name -> rows (dicts without ``run``) for tables keyed by run."""
+
+    run_id: str
+    facts: dict[str, Any] = field(default_factory=dict)
+    end_time: float | None = None
+    error: str | None = None
+    args: list[tuple[str, Cell]] = field(default_factory=list)
+    loops: list[tuple[Any, ...]] = field(default_factory=list)
+    logs: list[tuple[Any, ...]] = field(default_factory=list)
+    extra: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    run_columns: dict[str, Any] = field(default_factory=dict)  # runs columns no event carries
+    tags: dict[str, str] = field(default_factory=dict)  # stored only where run_tags exists
+
+
+@dataclass
+class ImportResult:
+    """What an import stored and what it left out, in words for the CLI."""
+
+    source: str
+    imported: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)  # already in the store: left alone
+    values: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"imported {len(self.imported)} run(s), {self.values} value(s) from {self.source}"]
+        if self.present:
+            out.append(f"{len(self.present)} run(s) already in the store were left alone")
+        out.extend(dict.fromkeys(self.notes))
+        return out
+
+
+def stable_run_id(start_time: float | None, source: str) -> str:
+    """A run id in retrolog's layout (48 bits of start milliseconds, 80 bits) whose random part is
+    a hash of ``source`` (the tool and its own run id), so importing the same run twice finds it
+    already there instead of storing it again."""
+    millis = int((start_time or 0.0) * 1000) & ((1 << 48) - 1)
+    tail = int.from_bytes(hashlib.sha256(source.encode()).digest()[:10], "big")
+    value = (millis << 80) | tail
+    chars = []
+    for _ in range(26):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+_INT = re.compile(r"[+-]?\d+")
+_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(nan|inf|infinity)", re.I)
+
+
+def parse_param(text: str) -> Any:
+    """A parameter another tool stored as text, as the value it most likely was: integers whose
+    text is canonical (``"007"`` stays text), floats, ``True``/``False``, ``None``; else text."""
+    if _INT.fullmatch(text) and str(int(text)) == text.lstrip("+"):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    if text in ("True", "true", "False", "false"):
+        return text.lower() == "true"
+    if text in ("None", "null"):
+        return None
+    return text
+
+
+def cell(value: Any) -> Cell | None:
+    """The store cell of a value another tool logged, or None when retrolog cannot store it."""
+    try:
+        return to_cell(normalise(value))
+    except (UnsupportedValue, TypeError, ValueError):
+        return None
+
+
+def loop_value(value: Any) -> str | None:
+    """``loops.value``: JSON of a scalar loop item."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return json.dumps(value)
+    return None
+
+
+def write_runs(store: Any, runs: list[ImportedRun], result: ImportResult) -> None:
+    """Store ``runs`` (see the module docstring); runs whose id the store has are left alone."""
+    from ..store.digest import add_replay_rows
+    from ..store.lite import insert_rows
+
+    tables = store_tables(store)
+    existing = {row[0] for row in store.fetch("SELECT run_id FROM runs")}
+    for run in runs:
+        if run.run_id in existing:
+            result.present.append(run.run_id)
+            continue
+        store.ingest(run.run_id, _events(run))
+        key = int(store.fetch("SELECT id FROM runs WHERE run_id = :r", {"r": run.run_id})[0][0])
+        replayed = [r for r in run.logs if r[6] is not None]
+        with store.transaction() as tx:
+            columns = {c: v for c, v in run.run_columns.items() if c in tables.get("runs", ())}
+            if columns:
+                sets = ", ".join(f"{c} = :{c}" for c in columns)
+                tx.execute(f"UPDATE runs SET {sets} WHERE id = :_key", {**columns, "_key": key})
+            by_replay: dict[str, list[dict[str, Any]]] = {}
+            for seq, ctx, name, vtype, num, text, replay_id in replayed:
+                by_replay.setdefault(replay_id, []).append(
+                    {
+                        "run": key,
+                        "seq": seq,
+                        "ctx_id": ctx,
+                        "name": name,
+                        "vtype": vtype,
+                        "value_num": num,
+                        "value_text": text,
+                        "replay_id": replay_id,
+                    }
+                )
+            for replay_id, rows in by_replay.items():
+                insert_rows(tx, "logs", rows)
+                add_replay_rows(tx, key, replay_id, rows)
+            for table, rows in run.extra.items():
+                known = tables.get(table)
+                if not known or "run" not in known or not rows:
+                    continue
+                keep = [{"run": key, **{c: r[c] for c in r if c in known}} for r in rows]
+                tx.execute(_insert_ignoring(table, list(keep[0]), store.is_sqlite), keep)
+            if run.tags and "run_tags" in tables:
+                tags = [{"run": key, "key": k[:200], "value": v} for k, v in run.tags.items()]
+                tx.execute(
+                    _insert_ignoring("run_tags", ["run", "key", "value"], store.is_sqlite), tags
+                )
+        existing.add(run.run_id)
+        result.imported.append(run.run_id)
+        result.values += len(run.logs)
+
+
+def insert_ignoring_present(store: Any, table: str, rows: list[dict[str, Any]]) -> None:
+    """Rows of a table not keyed by run (``replays``, ``environments``): a row whose key the store
+    has already is kept as it is."""
+    if rows:
+        with store.transaction() as tx:
+            tx.execute(_insert_ignoring(table, list(rows[0]), store.is_sqlite), rows)
+
+
+def _insert_ignoring(table: str, columns: list[str], sqlite: bool) -> str:
+    """INSERT that keeps a row already present under a unique key (a run name another run has, a
+    tag or an environment stored before). Table and column names are the schema's; values are
+    bound."""
+    sql = (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
+    )
+    return (
+        sql.replace("INSERT", "INSERT OR IGNORE", 1) if sqlite else sql + " ON CONFLICT DO NOTHING"
+    )
+
+
+def store_tables(store: Any) -> dict[str, tuple[str, ...]]:
+    """The tables this retrolog's schema defines, with their columns (only those the store has:
+    the schema is created and migrated when the store opens)."""
+    from ..store import schema
+
+    return {name: tuple(t.columns.keys()) for name, t in schema.metadata.tables.items()}
+
+
+def _events(run: ImportedRun) -> list[tuple[Any, ...]]:
+    """Journal-format events of one run (docs/data-model.md, "Journals"). Every event has a
+    sequence number above 0 (the new run's high-water mark); recorded log rows keep their own."""
+    facts = {k: v for k, v in run.facts.items() if k in EVENT_FACTS}
+    events: list[tuple[Any, ...]] = [(1, "run", facts)]
+    events += [(1, "arg", name, *c) for name, c in run.args]
+    events += [(1, "ctx", *row) for row in run.loops]
+    recorded = [r for r in run.logs if r[6] is None]
+    events += [
+        (seq, "log", ctx, name, vtype, num, text)
+        for seq, ctx, name, vtype, num, text, _r in recorded
+    ]
+    top = max([1] + [int(r[0]) for r in run.logs])
+    events.append((top, "end", IMPORTED, run.end_time, run.error))
+    return events
