@@ -405,3 +405,34 @@ def test_a_directory_with_no_history_is_one_line(project: Path, tmp_path: Path) 
     done = cli(project, "import", str(empty))
     assert done.returncode == 2
     assert "holds no retrolog export" in done.stderr and "Traceback" not in done.stderr
+
+
+DATA_TRAIN = """
+import retrolog
+
+retrolog.data("train", "data/train.csv")
+retrolog.data("images", "data/images")
+for epoch in retrolog.loop("epoch", range(2)):
+    retrolog.log("loss", 1.0 / (epoch + 1))
+"""
+
+
+def test_data_versions_travel_with_an_export(project: Path, tmp_path: Path) -> None:
+    if not hasattr(retrolog, "data"):  # issue 15 part 1 (data versions) not in this tree
+        pytest.skip("retrolog.data is not available")
+    (project / "data" / "images").mkdir(parents=True)
+    (project / "data" / "train.csv").write_text("x,y\n1,2\n")
+    (project / "data" / "images" / "a.bin").write_bytes(b"\x00\x01")
+    write_script(project, DATA_TRAIN)
+    git(project, "add", "train.py")
+    git(project, "commit", "-q", "-m", "train")
+    run_python(project, "train.py")
+    out = tmp_path / "export"
+    assert cli(project, "export", str(out)).returncode == 0
+    first = read_export(out)["data_versions"]
+    assert sorted(r["name"] for r in first) == ["images", "train"]
+    target = new_repo(tmp_path / "target")
+    assert cli(target, "import", str(out)).returncode == 0
+    again = tmp_path / "again"
+    assert cli(target, "export", str(again)).returncode == 0
+    assert plain(read_export(again)["data_versions"]) == plain(first)
