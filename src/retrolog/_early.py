@@ -17,14 +17,13 @@ from __future__ import annotations
 import os
 import sys
 
+from . import settings
+
 # Not `from typing import ...` (see retrolog/__init__.py). mypy treats this as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-ARGPARSE_ENV = "RETROLOG_ARGPARSE"
-REPLAY_ENV = "RETROLOG_REPLAY"
-_OFF = ("0", "false", "no", "off")
 
 kwargs_overrides: dict[str, str] = {}  # the --kwargs block as raw strings
 kwargs_error: str | None = None  # why the --kwargs block is malformed (raised at the first call)
@@ -77,7 +76,7 @@ def take_parsed() -> dict[str, tuple[Any, tuple[str, ...]]]:
 
 def watch_argparse() -> None:
     """Patch ``argparse.ArgumentParser.parse_known_args`` now or when argparse gets imported."""
-    if os.environ.get(ARGPARSE_ENV, "1").strip().lower() in _OFF or os.environ.get(REPLAY_ENV):
+    if not settings.ARGPARSE.get() or settings.REPLAY.get():
         return
     module = sys.modules.get("argparse")
     if module is not None:
@@ -157,7 +156,7 @@ def _patch(argparse: Any) -> None:
 
 def _capture(parser: Any, namespace: Any, argparse_file: str) -> None:
     """Keep the namespace of a parse called from the project's code (not a tool's, not stdlib's)."""
-    if os.environ.get(REPLAY_ENV):
+    if settings.REPLAY.get():
         return
     frame: Any = sys._getframe(2)
     while frame is not None and frame.f_code.co_filename in (argparse_file, __file__):

@@ -1,7 +1,9 @@
-"""Where a project lives: its root, its data directory and its store URLs.
+"""Where a project lives: its root, its data directory and its store URLs; and opening its store.
 
 A project is a git repository (or, outside git, the working directory). Everything retrolog writes
 goes under ``<root>/.retrolog/`` unless ``RETROLOG_DB`` / ``RETROLOG_OBJECTS`` point elsewhere.
+:func:`resolve_project` is how every command, query and replay finds the project it names, and
+:func:`open_project_db` how every reader opens its store.
 """
 
 from __future__ import annotations
@@ -10,6 +12,12 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import settings
+
+if TYPE_CHECKING:
+    from .store.lite import Database
 
 DATA_DIR_NAME = ".retrolog"
 
@@ -53,16 +61,40 @@ def script_start_dir() -> Path:
     return Path.cwd()
 
 
+def resolve_project(project: Project | str | Path | None) -> Project:
+    """The project a command or query names: a Project as is, else the one containing the given
+    directory (default: the working directory, where a command is run)."""
+    if isinstance(project, Project):
+        return project
+    return find_project(project if project is not None else Path.cwd())
+
+
 def find_project(start: Path | str | None = None) -> Project:
-    """Resolve the project containing ``start`` (default: the running script's directory)."""
+    """Resolve the project containing ``start`` (default: the running script's directory, where
+    a run records)."""
     start_dir = Path(start) if start is not None else script_start_dir()
     root = git_root_of(start_dir)
     in_git = root is not None
     if root is None:
         root = start_dir.resolve()
     data_dir = root / DATA_DIR_NAME
-    db_url = os.environ.get("RETROLOG_DB") or f"sqlite:///{data_dir / 'retrolog.db'}"
-    objects_url = os.environ.get("RETROLOG_OBJECTS") or str(data_dir / "objects")
+    db_url = settings.DB.get() or f"sqlite:///{data_dir / 'retrolog.db'}"
+    objects_url = settings.OBJECTS.get() or str(data_dir / "objects")
     return Project(
         root=root, in_git=in_git, data_dir=data_dir, db_url=db_url, objects_url=objects_url
     )
+
+
+def open_project_db(project: Project, *, full: bool = False, recover: bool = True) -> Database:
+    """The store of ``project``: ``store.open.open_db``'s choice (no SQLAlchemy for an existing
+    SQLite store), or with ``full`` the shared SQLAlchemy store (reads into pandas, schema
+    creation). ``recover``: first ingest the journals of runs whose process died, so nobody sees
+    a crashed run as still running."""
+    from .store.open import open_db, shared_store
+
+    db: Database = shared_store(project.db_url) if full else open_db(project.db_url)
+    if recover:
+        from .record.journal import recover_orphans
+
+        recover_orphans(project.journal_dir, db)
+    return db

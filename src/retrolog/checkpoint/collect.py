@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterable
 
 from retrolog._warn import RetrologWarning
 from retrolog.checkpoint.codec import iter_blob_refs
 from retrolog.checkpoint.errors import CheckpointUnavailable
-from retrolog.checkpoint.format import read_blob
+from retrolog.checkpoint.manifest import load_manifest
 from retrolog.objects.store import ObjectStore
 
 
@@ -22,11 +21,10 @@ def reachable(store: ObjectStore, manifest_digests: Iterable[str]) -> dict[str, 
     live: dict[str, int] = {}
     for digest in dict.fromkeys(manifest_digests):
         try:
-            raw = read_blob(store, digest, "manifest")
-            doc = json.loads(raw)
-            blobs = {str(d): int(n) for d, n in doc["blobs"].items()}
+            manifest = load_manifest(store, digest)
+            blobs = dict(manifest.blobs)
             # The blob table is authoritative; also walk the trees in case it were incomplete.
-            for tree in (doc.get("objects"), doc.get("rng"), doc.get("locals"), doc.get("grads")):
+            for tree in (manifest.objects, manifest.rng, manifest.locals, manifest.grads):
                 for ref, _lib in iter_blob_refs(tree):
                     blobs.setdefault(ref, -1)
         except (CheckpointUnavailable, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -36,7 +34,7 @@ def reachable(store: ObjectStore, manifest_digests: Iterable[str]) -> dict[str, 
                 stacklevel=2,
             )
             continue
-        live[digest] = len(raw)
+        live[digest] = manifest.size
         live.update(blobs)
     return live
 

@@ -1,6 +1,7 @@
 """Content-addressed blob store for checkpoints: local directory by default, fsspec for URLs."""
 
 from retrolog.objects.fsspec_store import FsspecObjectStore
+from retrolog.objects.open import open_object_store
 from retrolog.objects.store import (
     CorruptObjectError,
     InvalidDigestError,
@@ -9,7 +10,6 @@ from retrolog.objects.store import (
     ObjectStore,
     ObjectStoreError,
     digest_bytes,
-    open_object_store,
     parse_digest,
 )
 

@@ -274,20 +274,6 @@ class LocalObjectStore:
         return removed
 
 
-def open_object_store(path_or_url: Path | str) -> ObjectStore:
-    """Open the store at a local path (or ``file://`` URL) or at any fsspec URL (``s3://...``)."""
-    if isinstance(path_or_url, Path):
-        return LocalObjectStore(path_or_url)
-    text = str(path_or_url)
-    if text.startswith("file://"):
-        return LocalObjectStore(text[len("file://") :])
-    if "://" in text:
-        from retrolog.objects.fsspec_store import FsspecObjectStore
-
-        return FsspecObjectStore(text)
-    return LocalObjectStore(text)
-
-
 def _sync_files(root: Path, paths: Sequence[Path]) -> None:
     """Make ``paths`` durable: one ``syncfs`` of the file system holding ``root`` where the C
     library has it (Linux), else an fsync per file."""

@@ -85,7 +85,7 @@ def follow(journal: Path, db_url: str, run_id: str, parent_pid: int) -> int:
     thread by up to ~1.6x, so the backlog is mostly stored once the run ends (the parent then
     closes the follower's stdin and waits) or dies.
     """
-    from ..store.lite import open_db
+    from ..store.open import open_db
     from .journal import JournalReader, shape_batch
 
     with contextlib.suppress(OSError, AttributeError):
@@ -150,12 +150,9 @@ def follow(journal: Path, db_url: str, run_id: str, parent_pid: int) -> int:
 
 
 def _duty() -> float:
-    raw = os.environ.get("RETROLOG_FOLLOWER_DUTY", "")
-    try:
-        value = float(raw) if raw else DUTY
-    except ValueError:
-        return DUTY
-    return min(1.0, max(0.05, value))
+    from ..settings import FOLLOWER_DUTY
+
+    return float(FOLLOWER_DUTY.get())
 
 
 def main(argv: list[str] | None = None) -> int:

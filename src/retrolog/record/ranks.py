@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..project import Project
+from ..settings import RANKS
 from .session import RunSession
 
-RANKS_ENV = "RETROLOG_RANKS"
+RANKS_ENV = RANKS.name
 RANK_ARG = "retrolog.rank"
 WORLD_ARG = "retrolog.world_size"
 GROUP_ARG = "retrolog.group"
@@ -75,7 +76,7 @@ def _group_id() -> str:
 
 def records_all_ranks(value: str | None = None) -> bool:
     """Whether ``RETROLOG_RANKS`` asks every rank to record (``all``); default: rank 0 only."""
-    text = (os.environ.get(RANKS_ENV, "0") if value is None else value).strip().lower()
+    text = RANKS.get() if value is None else value.strip().lower()
     return text == "all"
 
 

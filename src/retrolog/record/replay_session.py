@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from .._warn import warn_once
 from ..project import Project
+from ..settings import REPLAY
 from .journal import Journal
 from .session import RunSession, _user_frame
 
 if TYPE_CHECKING:
     from ..code import Carried
 
-REPLAY_ENV = "RETROLOG_REPLAY"
+REPLAY_ENV = REPLAY.name
 
 
 class ReplayDone(SystemExit):

@@ -10,7 +10,6 @@ stays in the journal (or, if even that is impossible, in memory and then a rescu
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import socket
@@ -22,6 +21,7 @@ from collections.abc import Generator, Iterable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from .. import settings
 from .._ids import new_run_id
 from .._warn import RetrologWarning, warn_once
 from ..project import Project
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .follower import Follower
 
 FLUSH_SECONDS = 1.0
-DELEGATE_EVENTS = 20_000
+DELEGATE_EVENTS = settings.FOLLOWER_EVENTS.default
 _REPORTED_PACKAGES = (  # (distribution, import name)
     ("torch", "torch"),
     ("numpy", "numpy"),
@@ -89,7 +89,7 @@ class RunSession:
         self._unstored: list[Batch] = []  # flushed batches not yet in the store (raw)
         self._follower: Follower | None = None  # ingestion handed to a helper process
         self._delegate_events = _delegate_threshold()
-        self._store: Database | None = None  # opened on first store (store.lite.open_db)
+        self._store: Database | None = None  # opened on first store (store.open.open_db)
         self._flush_lock = threading.Lock()
         self._journal: Journal | None = None
         self._journal_backlog: list[Batch] = []  # flushed, not yet written (a full disk)
@@ -605,7 +605,7 @@ class RunSession:
                 return
             try:
                 if self._store is None:
-                    from ..store.lite import open_db
+                    from ..store.open import open_db
 
                     self._store = open_db(self.project.db_url)
                 events = [ev for batch in self._unstored[:count] for ev in shape_batch(*batch)]
@@ -695,27 +695,12 @@ class RunSession:
 
 def _delegate_threshold() -> int:
     """Events per flush above which a helper process takes over storing (env override)."""
-    raw = os.environ.get("RETROLOG_FOLLOWER_EVENTS", "")
-    try:
-        return int(raw) if raw else DELEGATE_EVENTS
-    except ValueError:
-        return DELEGATE_EVENTS
+    return int(settings.FOLLOWER_EVENTS.get())
 
 
 def _budget_from_env() -> float:
     """The checkpoint budget (fraction of training time); 0 records without checkpoints."""
-    raw = os.environ.get("RETROLOG_CHECKPOINT_BUDGET", "0.05")
-    try:
-        value = float(raw)
-        if value >= 0 and math.isfinite(value):
-            return value
-    except ValueError:
-        pass
-    warn_once(
-        "budget",
-        f"retrolog: RETROLOG_CHECKPOINT_BUDGET={raw!r} is not a number >= 0; using 0.05",
-    )
-    return 0.05
+    return float(settings.CHECKPOINT_BUDGET.get())
 
 
 class _LoopSite:
@@ -757,7 +742,7 @@ _SCALARS = frozenset({int, float, str, bool})
 
 
 def _maybe_progress(name: str, iterable: Iterable[Any]) -> Iterable[Any]:
-    if os.environ.get("RETROLOG_PROGRESS", "1") in ("0", "false", "no", "off"):
+    if not settings.PROGRESS.get():
         return iterable
     if not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
         return iterable

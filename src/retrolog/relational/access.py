@@ -8,7 +8,6 @@ overriding all of them; a query that runs out raises ``QueryTimedOut`` naming th
 
 from __future__ import annotations
 
-import atexit
 import re
 import sqlite3
 import threading
@@ -21,15 +20,11 @@ import pandas as pd
 from sqlalchemy import text
 
 from ..errors import QueryTimeout, UsageError
-from ..project import Project, find_project
-from ..record.journal import recover_orphans
+from ..project import Project, open_project_db, resolve_project
 from ..store import Store
 from ..store.limits import QueryLimit, bound_sqlite, current_limit
 from ..store.lite import as_store_error, is_damage
 from ..store.readonly import authorize_read_only
-
-_stores: dict[str, Store] = {}
-_stores_lock = threading.Lock()
 
 
 class QueryError(UsageError):
@@ -45,33 +40,12 @@ def _timed_out(limit: QueryLimit) -> QueryTimedOut:
     return QueryTimedOut(str(limit.error()))
 
 
-def resolve_project(project: Project | str | Path | None) -> Project:
-    if isinstance(project, Project):
-        return project
-    return find_project(Path(project) if project is not None else Path.cwd())
-
-
 def open_store(project: Project | str | Path | None = None, recover: bool = True) -> Store:
-    """The store of ``project`` (default: the one around the cwd), after crash recovery."""
-    proj = resolve_project(project)
-    with _stores_lock:
-        store = _stores.get(proj.db_url)
-        if store is None:
-            if not _stores:
-                atexit.register(_close_stores)
-            store = Store(proj.db_url)
-            _stores[proj.db_url] = store
-    if recover:
-        recover_orphans(proj.journal_dir, store)
+    """The SQLAlchemy store of ``project`` (default: the one around the cwd), after crash
+    recovery (``project.open_project_db``)."""
+    store = open_project_db(resolve_project(project), full=True, recover=recover)
+    assert isinstance(store, Store)
     return store
-
-
-def _close_stores() -> None:
-    """Close pooled connections at exit (a server database would otherwise see them dropped,
-    and psycopg warns about connections deleted while open)."""
-    with _stores_lock:
-        for store in _stores.values():
-            store.dispose()
 
 
 def read_only_sqlite(path: Path | str, limit: QueryLimit | None = None) -> sqlite3.Connection:

@@ -64,7 +64,8 @@ if TYPE_CHECKING:
 ALWAYS_PRELOAD = (
     "retrolog",
     "retrolog.record",
-    "retrolog.checkpoint",
+    "retrolog.checkpoint.checkpointer",  # the package imports its parts lazily
+    "retrolog.checkpoint.restore",
     "retrolog.objects",
     "retrolog.replaying.guard",  # installed in each sandboxed child before the script runs
 )
@@ -76,11 +77,10 @@ IMPLIED_PRELOAD = {
     "numpy": ("safetensors.numpy",),
 }
 READY_TIMEOUT = 300.0  # seconds the server may take to import everything
-PERSIST_ENV = "RETROLOG_FORKSERVER_PERSIST"  # 0: a private server per replay, gone at its end
-IDLE_ENV = "RETROLOG_FORKSERVER_IDLE"  # seconds a persistent server waits for the next replay
-DIR_ENV = "RETROLOG_FORKSERVER_DIR"  # where persistent servers keep sockets, pid files, logs
+PERSIST_ENV = "RETROLOG_FORKSERVER_PERSIST"  # these four: see retrolog.settings
+IDLE_ENV = "RETROLOG_FORKSERVER_IDLE"
+DIR_ENV = "RETROLOG_FORKSERVER_DIR"
 GUARD_ENV = "RETROLOG_SANDBOX"  # guard.ENV (this file also runs as a script: no package imports)
-DEFAULT_IDLE_SECONDS = 600.0
 _SERVER_FILE = os.path.abspath(__file__)
 _STARTUP_PREFIXES = (
     "PYTHON",
@@ -278,19 +278,22 @@ class _ServerClient:
 # -- persistent servers ----------------------------------------------------------------------
 def persist_default() -> bool:
     """Whether replays reuse a persistent fork server (``RETROLOG_FORKSERVER_PERSIST=0``: no)."""
-    return os.environ.get(PERSIST_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    from ..settings import FORKSERVER_PERSIST  # not at the top: this file runs as a script
+
+    return bool(FORKSERVER_PERSIST.get())
 
 
 def idle_seconds() -> float:
-    try:
-        return max(1.0, float(os.environ.get(IDLE_ENV, DEFAULT_IDLE_SECONDS)))
-    except ValueError:
-        return DEFAULT_IDLE_SECONDS
+    from ..settings import FORKSERVER_IDLE
+
+    return float(FORKSERVER_IDLE.get())
 
 
 def runtime_dir() -> str:
     """This user's folder of persistent fork servers (sockets, pid files, logs), mode 0700."""
-    path = os.environ.get(DIR_ENV) or os.path.join(
+    from ..settings import FORKSERVER_DIR
+
+    path = FORKSERVER_DIR.get() or os.path.join(
         tempfile.gettempdir(), f"retrolog-forkservers-{os.getuid()}"
     )
     os.makedirs(path, mode=0o700, exist_ok=True)

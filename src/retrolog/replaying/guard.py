@@ -40,7 +40,7 @@ import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
-ENV = "RETROLOG_SANDBOX"  # path of the task's sandbox manifest (JSON), set by the coordinator
+ENV = "RETROLOG_SANDBOX"  # settings.SANDBOX: path of the task's sandbox manifest (JSON), set by the coordinator
 GUARD_FILE = os.path.abspath(__file__)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 _TRUNCATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC  # what a library writing a whole file does
@@ -342,7 +342,10 @@ def install(manifest_path: str | None = None) -> Policy | None:
     global _policy
     if _policy is not None:
         return _policy
-    manifest_path = manifest_path or os.environ.get(ENV)
+    if not manifest_path:
+        from ..settings import SANDBOX
+
+        manifest_path = SANDBOX.get()
     if not manifest_path:
         return None
     with open(manifest_path) as fh:

@@ -13,7 +13,6 @@ Kept free of pandas and SQLAlchemy: the UI's and the replay coordinator's reads 
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -23,8 +22,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from ..errors import QueryTimeout
+from ..settings import QUERY_TIMEOUT
 
-ENV = "RETROLOG_QUERY_TIMEOUT"
+ENV = QUERY_TIMEOUT.name
 # Seconds. The UI answers many people and pages: a short limit. The CLI: a person waiting.
 # The Python API: analyses in notebooks and scripts, which may legitimately scan a large store.
 DEFAULTS = {"ui": 10.0, "cli": 120.0, "api": 600.0}
@@ -61,17 +61,9 @@ def query_context(surface: str, cancel: threading.Event | None = None) -> Iterat
 
 def configured_seconds(surface: str) -> tuple[float | None, str]:
     """(seconds or None for no limit, where the number comes from) for ``surface``."""
-    raw = os.environ.get(ENV, "").strip()
-    if raw:
-        try:
-            value = float(raw)
-        except ValueError:
-            value = -1.0
-        if value >= 0 and value == value:
-            return (value or None), ENV
-        from .._warn import warn_once
-
-        warn_once("query-timeout", f"retrolog: {ENV}={raw!r} is not a number of seconds; ignored")
+    value = QUERY_TIMEOUT.get()
+    if value is not None:
+        return (value or None), ENV
     return DEFAULTS[surface], f"{_NAMES[surface]} default; set {ENV} to change it"
 
 

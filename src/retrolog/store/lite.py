@@ -2,7 +2,7 @@
 
 A recording run and the replay coordinator open an existing SQLite store whose schema is current
 through :class:`LiteStore`; importing SQLAlchemy (about 0.5 s of CPU) was the largest part of a
-run's recording cost and of a warm replay's fixed cost. :func:`open_db` falls back to the
+run's recording cost and of a warm replay's fixed cost. ``store.open.open_db`` falls back to the
 SQLAlchemy :class:`~retrolog.store.store.Store`, which creates and checks schemas and serves other
 databases. Both offer the same narrow surface (:class:`Database`): ``ingest``, ``set_status``,
 ``running_runs``, ``fetch`` and ``transaction``. SQL is ours; values are always bound (``:name``).
@@ -196,15 +196,12 @@ def hide_password(url: str) -> str:
     return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
-def open_db(url: str) -> Database:
-    """The stdlib store when ``url`` is an existing SQLite store with a current schema (no
-    SQLAlchemy import); the SQLAlchemy Store otherwise (first run, other databases)."""
-    lite = LiteStore.open(url)
-    if lite is not None:
-        return lite
-    from .store import Store
+def __getattr__(name: str) -> Any:
+    if name == "open_db":  # its home before store/open.py; kept for code that imports it here
+        from .open import open_db
 
-    return Store(url)
+        return open_db
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def insert_rows(tx: Transaction, table: str, rows: Sequence[Params]) -> None:

@@ -18,12 +18,11 @@ from pathlib import Path
 
 from .._warn import warn_once
 from ..project import Project
+from ..settings import AUTO_PUSH
 from .git import REF_PREFIX, GitRepo
 
-ENV = "RETROLOG_AUTO_PUSH"
+ENV = AUTO_PUSH.name
 LOG_NAME = "autopush.log"
-_OFF = {"", "0", "false", "no", "off"}
-_ON = {"1", "true", "yes", "on"}
 
 _lock = threading.Lock()
 _pending: dict[Path, tuple[Project, str, list[str]]] = {}
@@ -32,10 +31,9 @@ _registered = False
 
 def configured_remote(value: str | None = None) -> str | None:
     """The remote ``RETROLOG_AUTO_PUSH`` asks for, or None when auto-push is off."""
-    text = (os.environ.get(ENV, "") if value is None else value).strip()
-    if text.lower() in _OFF:
-        return None
-    return "origin" if text.lower() in _ON else text
+    if value is None:
+        return AUTO_PUSH.get()
+    return AUTO_PUSH.parse(value)
 
 
 def schedule(project: Project, run_id: str) -> None:
