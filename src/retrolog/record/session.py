@@ -99,6 +99,10 @@ class RunSession:
         self.status: str | None = None
         self.error: str | None = None
         self.events.append(("run", self._facts(argv)))
+        if self._stores_to_project():  # RETROLOG_CAPTURE_OUTPUT=1 (record/environment.py)
+            from .environment import start_capture
+
+            start_capture()
         # Interpreter start and imports up to the first retrolog call: what a fork server saves.
         self.events.append(("timing", "startup", None, 0, None, since_start, None))
         try:
@@ -640,6 +644,10 @@ class RunSession:
         self._flusher.join(timeout=30)
         self._storer.join(timeout=60)
         self.events.append(("run", {"packages": _package_versions()}))
+        if self._stores_to_project():  # installed packages, python, host, accelerator, output
+            from .environment import event as environment_event
+
+            self.events.append(environment_event(self.project.data_dir))
         self.events.append(("end", status, time.time(), error))
         self.status, self.error = status, error
         self.flush()
