@@ -17,6 +17,7 @@ def test_all_is_pinned() -> None:
         "args",
         "checkpointing",
         "commit",
+        "data",
         "dataframe",
         "iteration",
         "load",

@@ -17,7 +17,6 @@ import typer
 
 from . import __version__
 from .errors import NotFoundError, UsageError
-from .settings import DB
 
 app = typer.Typer(
     name="retrolog",
@@ -43,7 +42,7 @@ def _existing_dir(ctx: typer.Context, value: Path | None) -> Path | None:
 
 def _project_of(ctx: typer.Context) -> Any:
     """The project a command line names (for completion), or None."""
-    from .project import resolve_project
+    from .relational.access import resolve_project
 
     value = ctx.params.get("project")
     if value is not None and not Path(value).is_dir():
@@ -89,7 +88,7 @@ def _complete_names(ctx: typer.Context, incomplete: str) -> list[str]:
 def _has_store(project: Any) -> bool:
     """False for a project whose default SQLite store was never created (no run recorded)."""
     prefix = "sqlite:///"
-    if not project.db_url.startswith(prefix) or DB.get():
+    if not project.db_url.startswith(prefix) or os.environ.get("RETROLOG_DB"):
         return True
     return Path(project.db_url[len(prefix) :]).exists()
 
@@ -97,7 +96,7 @@ def _has_store(project: Any) -> bool:
 def _recorded(project: Path | None) -> Any:
     """The project of ``-C`` (or the cwd), refusing one where nothing was ever recorded rather
     than creating an empty store there."""
-    from .project import resolve_project
+    from .relational.access import resolve_project
 
     resolved = resolve_project(project)
     if not _has_store(resolved):
@@ -429,6 +428,16 @@ def show_command(
     for key, value in report["args"].items():
         args.add_row(key, _cell(value))
     console.print(args)
+    if report.get("data"):  # retrolog.data (docs/data-versions.md)
+        data = Table(title="data")
+        for column in ("name", "path", "kind", "hash", "files", "bytes", "dvc md5"):
+            data.add_column(column)
+        for d in report["data"]:
+            data.add_row(
+                d["name"], d["path"], d["kind"], d["short"], _cell(d["files"]),
+                _cell(d["bytes"]), _cell(d["dvc_md5"]),
+            )  # fmt: skip
+        console.print(data)
     metrics = Table(title="metrics")
     for column in ("name", "count", "first", "last", "min", "max"):
         metrics.add_column(column)
@@ -478,6 +487,13 @@ def replay_command(
             help="Replay versions where the statement's placement has a low confidence.",
         ),
     ] = False,
+    allow_changed_data: Annotated[
+        bool,
+        typer.Option(
+            "--allow-changed-data",
+            help="Replay runs whose recorded data (retrolog.data) changed or is missing.",
+        ),
+    ] = False,
     project: ProjectOption = None,
 ) -> None:
     """Fill in values of new log statements for past runs, replaying only the work they need."""
@@ -495,6 +511,7 @@ def replay_command(
         "script": script,
         "force": force,
         "accept_low_confidence": accept_low_confidence,
+        "allow_changed_data": allow_changed_data,
     }
     if dry_run:
         try:
@@ -634,7 +651,7 @@ RemoteArgument = Annotated[
 @app.command("push")
 def push_command(remote: RemoteArgument = None, project: ProjectOption = None) -> None:
     """Push the code versions of recorded runs (hidden refs refs/retrolog/*) to a git remote."""
-    from .project import resolve_project
+    from .relational.access import resolve_project
     from .versions import push
 
     transfer = push(resolve_project(project).root, remote)
@@ -646,7 +663,7 @@ def push_command(remote: RemoteArgument = None, project: ProjectOption = None) -
 @app.command("pull")
 def pull_command(remote: RemoteArgument = None, project: ProjectOption = None) -> None:
     """Fetch the code versions of runs recorded in other clones from a git remote."""
-    from .project import resolve_project
+    from .relational.access import resolve_project
     from .versions import pull
 
     transfer = pull(resolve_project(project).root, remote)
@@ -733,7 +750,7 @@ def doctor_command(
     """Check the store: integrity, schema, journals, code versions, checkpoints, value digests."""
     from .doctor import check
     from .doctor import repair as repair_store
-    from .project import resolve_project
+    from .relational.access import resolve_project
 
     proj = resolve_project(project)
     report = repair_store(proj) if repair else check(proj, verify_objects=not quick)

@@ -57,6 +57,8 @@ def delete_runs(run_ids: Sequence[str], project: Project | str | Path | None = N
             conn.execute(delete(table).where(table.c.run_id.in_(ids)))
         for table in (schema.run_names, schema.run_tags, schema.run_notes, schema.run_environment):
             conn.execute(delete(table).where(table.c.run.in_(keys)))  # issue 15: labels, env
+        dv = schema.data_versions  # issue 15: data versions (record/data.py)
+        conn.execute(delete(dv).where(dv.c.run.in_(keys)))
         conn.execute(delete(schema.runs).where(schema.runs.c.id.in_(keys)))
     if store.path is not None:  # its marks assume rows are only ever added
         drop_cache(store.path)

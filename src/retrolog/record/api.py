@@ -1,4 +1,4 @@
-"""The recording API: log, arg, args, loop, iteration, checkpointing, commit.
+"""The recording API: log, arg, args, loop, iteration, checkpointing, data, commit.
 
 ``log`` is the hot path (called millions of times): when the name was seen before and the value is
 a plain Python scalar it is one tuple append; everything else goes through ``RunSession.log_slow``.
@@ -22,13 +22,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from .. import _early, settings
+from .. import _early
 from .._warn import warn_once
 from ..project import find_project
 from . import ranks
 from . import values as V
 from .args import ArgumentError, cast_like, flatten_config
-from .replay_session import ReplaySession, TaskSpec
+from .replay_session import REPLAY_ENV, ReplaySession, TaskSpec
 from .session import RunSession
 
 T = TypeVar("T")
@@ -55,7 +55,7 @@ def _begin() -> RunSession:
             _overrides = dict(_early.kwargs_overrides)
         project = find_project()
         script = _script_name(project.root)
-        spec_path = settings.REPLAY.get()
+        spec_path = os.environ.get(REPLAY_ENV)
         if spec_path:
             _session = ReplaySession(project, script, list(sys.argv), TaskSpec.load(spec_path))
         else:
@@ -256,6 +256,23 @@ def _record_parsed(s: RunSession, strict: bool) -> None:
         )
 
 
+def data(name: str, path: str | os.PathLike[str]) -> str | os.PathLike[str]:
+    """Record the content identity of the data file or directory ``path`` under ``name``; returns
+    ``path``. Hashed now (through a size+mtime cache: an unchanged tree costs a ``stat`` per
+    file), so call it before the training loop. Replay refuses runs whose data changed since."""
+    problem = V.check_name(name)
+    if problem:
+        raise ArgumentError(f"data({name!r}, ...): {problem}")
+    s = _session or _begin()
+    from .data import record
+
+    try:
+        record(s, name, path)
+    except Exception as exc:  # a run never dies because retrolog could not hash its data
+        warn_once(f"data:{name}", f"retrolog: data({name!r}, ...) not recorded: {exc!r}")
+    return path
+
+
 def commit() -> str | None:
     """End the current run (flush, finish); the next API call starts a new one. Returns its id."""
     global _session
@@ -265,6 +282,8 @@ def commit() -> str | None:
             return None
         _session = None
     status, error = _exit_status or ("finished", None)
+    if "retrolog.record.data" in sys.modules:  # automatic data versions still being hashed
+        sys.modules["retrolog.record.data"].drain_tracking()
     try:
         _record_parsed(s, strict=False)
     except Exception as exc:  # the run must still close

@@ -119,6 +119,9 @@ def describe_run(
         {"r": run["id"]},
     )
     report["args"] = {name: from_cell(t, n, x) for name, t, n, x in args}
+    from .data_versions import run_data  # retrolog.data (docs/data-versions.md)
+
+    report["data"] = run_data(store, int(run["id"]))
     rows = store.fetch(
         "SELECT name, vtype, value_num, value_text, replay_id IS NOT NULL FROM logs WHERE run = :r ORDER BY seq",
         {"r": run["id"]},

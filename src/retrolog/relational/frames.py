@@ -116,6 +116,9 @@ def runs(project: Project | str | Path | None = None, where: str | None = None) 
         right_index=True,
         how="left",
     )
+    from .data_versions import data_frame  # data.<name>: short digest (docs/data-versions.md)
+
+    table = table.merge(data_frame(store), left_on="run", right_index=True, how="left")
     table["argv"] = table["argv"].map(lambda s: json.loads(s) if isinstance(s, str) else s)
     table = table.drop(columns=["run"])
     _to_datetime(table, "start_time", "end_time")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..project import Project, resolve_project
+from ..project import Project, find_project
 from .executor import Executor, JobResult
 from .forkserver import ForkServerExecutor, script_imports
 from .plan import NothingToReplay, Plan, ReplayError
@@ -96,6 +96,7 @@ def replay(
     dry_run: bool = False,
     force: bool = False,
     accept_low_confidence: bool = False,
+    allow_changed_data: bool = False,
 ) -> ReplayReport:
     """Fill in values of new log statements for past runs by replaying them from checkpoints.
 
@@ -105,14 +106,19 @@ def replay(
     veto after seeing the plan. ``force``: recompute runs an earlier replay of the same
     statements already filled in (skipped otherwise). ``accept_low_confidence``: replay versions
     where propagation placed a statement with a confidence below its threshold (refused
-    otherwise). Returns a report; the new values are then visible through ``retrolog.dataframe``.
+    otherwise). ``allow_changed_data``: replay runs whose data (``retrolog.data``) is missing or
+    changed since they ran (refused otherwise); their report names the data. Returns a report; the new values are then visible through ``retrolog.dataframe``.
     Raises ``NothingToReplay`` (a ``ReplayError``; its message has one line per run and why) when
     no task is planned, dry run included.
     """
     started = time.perf_counter()
     if isinstance(names, str):
         names = [names]
-    proj = resolve_project(project)
+    proj = (
+        project
+        if isinstance(project, Project)
+        else find_project(Path(project) if project is not None else Path.cwd())
+    )
     workers = max(1, workers or os.cpu_count() or 1)
     early: ForkServerExecutor | None = None
     if executor is None and not dry_run:
@@ -138,6 +144,7 @@ def replay(
             started,
             force,
             accept_low_confidence,
+            allow_changed_data,
         )
     finally:
         if early is not None:
@@ -162,6 +169,7 @@ def _replay(
     started: float,
     force: bool = False,
     accept_low_confidence: bool = False,
+    allow_changed_data: bool = False,
 ) -> ReplayReport:
     from .execute import run_plan
     from .planner import build_plan, load_factor
@@ -195,6 +203,7 @@ def _replay(
         force=force,
         accept_low_confidence=accept_low_confidence,
         load=load_factor(_cores()),
+        allow_changed_data=allow_changed_data,
     )
     if isinstance(executor, ForkServerExecutor) and server_seconds is not None:
         remaining, _ = executor.calibration()  # planning took some of the server's start
@@ -229,9 +238,12 @@ def _replay(
 def _open_store(proj: Project) -> Database:
     """The project's store without SQLAlchemy when it is SQLite (``store.lite``), with runs whose
     process died recovered first (as ``relational.access.open_store`` does, without pandas)."""
-    from ..project import open_project_db
+    from ..record.journal import recover_orphans
+    from ..store.lite import open_db
 
-    return open_project_db(proj)
+    store = open_db(proj.db_url)
+    recover_orphans(proj.journal_dir, store)
+    return store
 
 
 def task_environment() -> dict[str, str]:

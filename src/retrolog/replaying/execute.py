@@ -20,6 +20,7 @@ from ..store.digest import add_replay_rows
 from ..store.lite import Database, insert_rows, update_rows
 from ..versions import GitRepo
 from .collect import Fidelity, TaskOutput, compare_and_pick, read_output
+from .datacheck import attribute
 from .executor import Executor, Job, JobResult
 from .forkserver import ForkServerExecutor, script_imports
 from .plan import Plan, RunPlan, TaskPlan
@@ -244,6 +245,8 @@ def _collect_run(
         )
     else:
         result.stored = store_values(store, data.key, plan.replay_id, new_rows)
+    # --allow-changed-data: the data is named as the cause of a divergence (datacheck.py)
+    result.detail = attribute(result.detail, run_plan.data_changed, result.fidelity)
     _record_run(store, plan.replay_id, result)
     return result
 

@@ -95,6 +95,8 @@ class RunPlan:
     also: list[str] = field(default_factory=list)
     why: str = ""
     low_confidence: bool = False  # a placement below the propagation threshold was accepted
+    # data paths changed since the run, replayed anyway (--allow-changed-data; datacheck.py)
+    data_changed: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from .codebase import (
     python_files_today,
     version_script,
 )
+from .datacheck import check_data
 from .layout import Reach, Trees
 from .plan import (
     CostModel,
@@ -218,16 +219,16 @@ def _low_confidence(report: dict[str, Any] | None) -> bool:
 
 def measure_load_speed(objects_url: str, manifests: Sequence[str]) -> float:
     """Bytes per second to read one checkpoint's blobs back (the restore cost model's basis).
-    The manifest is read by ``checkpoint.manifest`` (standard library only)."""
+    Reads the manifest's blob list as plain JSON: the checkpoint package imports numpy, which
+    the coordinator never needs."""
     if not manifests:
         return DEFAULT_LOAD_SPEED
     try:
-        from ..checkpoint.manifest import load_manifest
         from ..objects import open_object_store
 
         objects = open_object_store(objects_url)
         start = time.perf_counter()
-        blobs = load_manifest(objects, manifests[0]).blobs
+        blobs = json.loads(objects.get(manifests[0]))["blobs"]
         total = sum(len(objects.get(digest)) for digest in blobs)
         seconds = time.perf_counter() - start
         return max(total / max(seconds, 1e-6), 1e6)
@@ -250,6 +251,7 @@ def build_plan(
     force: bool = False,
     accept_low_confidence: bool = False,
     load: float = 1.0,
+    allow_changed_data: bool = False,
 ) -> tuple[Plan, dict[str, RunData], dict[str, VersionScript]]:
     """Plan a replay of the statements logging ``names`` in today's project files (the entry
     script or any module it uses). ``server_seconds``: what is left of the fork server's start
@@ -259,7 +261,8 @@ def build_plan(
     modules, against which the recorded start-ups give the pace of this machine now relative to
     when the runs were recorded (``plan.pace``). ``force``: replay runs an earlier replay already
     filled in; ``accept_low_confidence``: accept placements propagation finds unreliable;
-    ``load``: the machine's load factor now (``load_factor``)."""
+    ``load``: the machine's load factor now (``load_factor``); ``allow_changed_data``: replay
+    runs whose recorded data (``retrolog.data``) changed since (refused otherwise)."""
     names = list(dict.fromkeys(names))
     if not names:
         raise ReplayError("name at least one logged value to replay")
@@ -331,6 +334,8 @@ def build_plan(
             plan.skipped = f"no recorded iterations of its main loop {data.main_loop!r}"
     if absent and len(absent) == len(plans):
         raise MissingVersionError(missing_versions_message(absent))
+    # recorded data missing or changed: refused, or marked for the report (replaying/datacheck.py)
+    check_data(project, store, plans, {r.run_id: int(r.id) for r in rows}, allow_changed_data)
     remaining = [p for p in plans if not p.skipped]
     if remaining:
         selected = _select(store, remaining, runs, structures, reaches, where)

@@ -15,7 +15,7 @@ from typing import Any
 from . import digest, labels
 
 # 2: the ``digests`` table (store/digest.py); stores of version 1 are migrated on open.
-# 3: run names, tags, notes and environments (store/labels.py); data versions.
+# 3: run names, tags, notes and environments (store/labels.py); data versions (record/data.py).
 SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 60_000
 
@@ -35,8 +35,22 @@ _COLUMNS = {
         "capture_seconds",
         "write_seconds",
     ),
+    "data_versions": (  # record/data.py
+        "run",
+        "name",
+        "path",
+        "kind",
+        "digest",
+        "algo",
+        "files",
+        "bytes",
+        "dvc_md5",
+        "manifest",
+        "auto",
+        "recorded",
+    ),
 }
-_IGNORE_CONFLICTS = {"loops", "args", "checkpoints"}
+_IGNORE_CONFLICTS = {"loops", "args", "checkpoints", "data_versions"}
 _RUN_FACTS = (
     "script",
     "argv",
@@ -114,6 +128,8 @@ def apply_events(
             rows["timings"].append((run_key, *ev[2:8]))
         elif kind == "ckpt":
             rows["checkpoints"].append((run_key, *ev[2:10]))
+        elif kind == "data":
+            rows["data_versions"].append((run_key, *ev[2:13]))
         elif kind == "run":
             facts.update(run_facts(ev[2]))
         elif kind == "end":

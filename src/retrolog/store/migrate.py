@@ -8,7 +8,8 @@ store is never seen half-migrated. Version history:
 - 2: ``digests`` (store/digest.py). Existing runs and replays get their digest computed from the
   rows stored at migration time: it proves the values did not change *since*.
 - 3: run names, tags, notes and environments (store/labels.py): new tables only, nothing to
-  fill in for existing runs (``_labels_tables``).
+  fill in for existing runs (``_labels_tables``); ``data_versions`` (record/data.py), likewise
+  (``_data_versions_table``): runs recorded before have no data versions.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def migrate(cursor: Any, mark: str, found: int, target: int) -> list[str]:
         done.append(_seal_existing(cursor, mark))
     if found < 3 <= target:
         done.append(_labels_tables(cursor))
+        done.append(_data_versions_table(cursor))
     cursor.execute(
         f"UPDATE retrolog_meta SET value = {mark} WHERE key = 'schema_version'", (str(target),)
     )
@@ -76,3 +78,14 @@ def _labels_tables(cursor: Any) -> str:
     for statement in _LABEL_TABLES:
         cursor.execute(statement)
     return "added the tables of run names, tags, notes and environments"
+
+
+def _data_versions_table(cursor: Any) -> str:
+    """Idempotent, like ``_labels_tables``: the table ``schema.data_versions`` describes."""
+    cursor.execute(
+        "CREATE TABLE IF NOT EXISTS data_versions (run INTEGER NOT NULL, name TEXT NOT NULL, "
+        "path TEXT NOT NULL, kind VARCHAR(8) NOT NULL, digest VARCHAR(64) NOT NULL, "
+        "algo VARCHAR(16) NOT NULL, files BIGINT, bytes BIGINT, dvc_md5 VARCHAR(64), "
+        "manifest TEXT, auto INTEGER, recorded FLOAT, UNIQUE (run, name))"
+    )
+    return "added the data_versions table"

@@ -249,6 +249,25 @@ run_environment = Table(
     Column("stderr", Text),
 )
 
+# Schema 3 (issue 15): the content identity of the data a run trained on (record/data.py).
+data_versions = Table(
+    "data_versions",
+    metadata,
+    Column("run", Integer, nullable=False),
+    Column("name", Text, nullable=False),  # retrolog.data's name, or the path (automatic mode)
+    Column("path", Text, nullable=False),  # relative to the project root when inside it
+    Column("kind", String(8), nullable=False),  # file | dir | missing
+    Column("digest", String(64), nullable=False),  # hex; '' when missing
+    Column("algo", String(16), nullable=False),  # xxh3_128 | blake2b
+    Column("files", BigInt),
+    Column("bytes", BigInt),
+    Column("dvc_md5", String(64)),  # what DVC's .dvc / dvc.lock recorded for the path, if any
+    Column("manifest", Text),  # dir: JSON relative path -> [size, digest] (up to 5000 files)
+    Column("auto", Integer),  # 1: recorded by RETROLOG_TRACK_DATA
+    Column("recorded", Float),
+    UniqueConstraint("run", "name"),
+)
+
 meta = Table(
     "retrolog_meta",
     metadata,

@@ -19,6 +19,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..project import Project
 from . import gitinfo, queries, replays
+from .data import data_view
 from .db import Reader
 from .formatting import FILTERS, jsonable, runs_rows
 from .guard import RequestGuard
@@ -163,6 +164,7 @@ def create_app(
         run_id: str,
         against: str = "HEAD",
         env_against: str = "",
+        data_against: str = "",
     ) -> HTMLResponse:
         try:
             report = queries.run_detail(reader, run_id)
@@ -183,7 +185,19 @@ def create_app(
             diff=diff,
             chart_names=numeric[:24],
             env=env,
+            data=data_view(reader, report["run_id"], data_against),  # ui/data.py
         )
+
+    @app.get("/runs/{run_id}/data-diff", response_class=HTMLResponse)
+    def run_data_diff(request: Request, run_id: str, data_against: str = "") -> HTMLResponse:
+        """The data versions of this run against another run's (``_data_diff.html``)."""
+        try:
+            found = queries.run_keys(reader, [run_id])
+        except LookupError as exc:
+            return not_found(request, str(exc))
+        if not found:
+            return not_found(request, f"no run {run_id}")
+        return page(request, "_data_diff.html", data=data_view(reader, run_id, data_against))
 
     @app.get("/runs/{run_id}/diff", response_class=HTMLResponse)
     def run_diff_fragment(request: Request, run_id: str, against: str = "HEAD") -> HTMLResponse:
