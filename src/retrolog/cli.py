@@ -494,6 +494,35 @@ def replay_command(
             help="Replay runs whose recorded data (retrolog.data) changed or is missing.",
         ),
     ] = False,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="Where tasks run: fork (default: forks of a warm server), process, ray, slurm.",
+        ),
+    ] = "fork",
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="Ray: the cluster's address (default: a local Ray)."),
+    ] = None,
+    partition: Annotated[
+        str | None, typer.Option("--partition", help="Slurm: the partition.")
+    ] = None,
+    time_min: Annotated[
+        int | None, typer.Option("--time", help="Slurm: minutes a task may run (default 60).")
+    ] = None,
+    cpus_per_task: Annotated[
+        int | None, typer.Option("--cpus-per-task", help="Slurm: CPUs per task (default 1).")
+    ] = None,
+    mem: Annotated[
+        str | None, typer.Option("--mem", help="Slurm: memory per task, e.g. 4G or 500M.")
+    ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster", help="Slurm: submitit's cluster (slurm, local); default: detected."
+        ),
+    ] = None,
     project: ProjectOption = None,
 ) -> None:
     """Fill in values of new log statements for past runs, replaying only the work they need."""
@@ -512,6 +541,15 @@ def replay_command(
         "force": force,
         "accept_low_confidence": accept_low_confidence,
         "allow_changed_data": allow_changed_data,
+        "executor": executor,
+        "executor_options": {
+            "address": address,
+            "partition": partition,
+            "time_min": time_min,
+            "cpus_per_task": cpus_per_task,
+            "mem_gb": _memory_gb(mem) if mem else None,
+            "cluster": cluster,
+        },
     }
     if dry_run:
         try:
@@ -542,6 +580,18 @@ def replay_command(
     render_report(Console(), report)
     if report.failed or report.diverged:
         raise typer.Exit(1)
+
+
+def _memory_gb(text: str) -> float:
+    """``--mem``: 4G, 4GB, 500M, or a number of gigabytes; bad input is a one-line error."""
+    units = {"T": 1024.0, "G": 1.0, "M": 1 / 1024, "K": 1 / 1024**2}
+    value = text.strip().upper().removesuffix("B")
+    scale = units.get(value[-1:])
+    try:
+        return float(value[:-1] if scale else value) * (scale or 1.0)
+    except ValueError:
+        _fail(f"--mem {text!r}: expected a size such as 4G or 500M", 2)
+        raise
 
 
 def _nothing_to_replay(error: Any) -> None:

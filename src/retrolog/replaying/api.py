@@ -5,13 +5,20 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..project import Project, find_project
-from .executor import Executor, JobResult
+from .executor import (
+    Executor,
+    JobResult,
+    UnknownExecutor,
+    WarmExecutor,
+    check_executor_name,
+    create_executor,
+)
 from .forkserver import ForkServerExecutor, script_imports
 from .plan import NothingToReplay, Plan, ReplayError
 
@@ -90,7 +97,8 @@ def replay(
     script: str | None = None,
     confirm: Callable[[Plan], bool] | None = None,
     on_event: Callable[[str, int, dict[str, Any]], None] | None = None,
-    executor: Executor | None = None,
+    executor: Executor | str | None = None,
+    executor_options: Mapping[str, Any] | None = None,
     tolerance: float = 1e-6,
     accept_divergence: bool = False,
     dry_run: bool = False,
@@ -108,6 +116,10 @@ def replay(
     where propagation placed a statement with a confidence below its threshold (refused
     otherwise). ``allow_changed_data``: replay runs whose data (``retrolog.data``) is missing or
     changed since they ran (refused otherwise); their report names the data. Returns a report; the new values are then visible through ``retrolog.dataframe``.
+    ``executor``: an ``Executor``, or the name of one: ``"fork"`` (the default: forks of a warm
+    server), ``"process"``, ``"ray"``, ``"slurm"``; ``executor_options`` are the named engine's
+    (``address`` for Ray; ``partition``, ``time_min``, ``cpus_per_task``, ``mem_gb``,
+    ``cluster``, ``folder`` for Slurm). An executor made from a name is closed at the end.
     Raises ``NothingToReplay`` (a ``ReplayError``; its message has one line per run and why) when
     no task is planned, dry run included.
     """
@@ -121,10 +133,22 @@ def replay(
     )
     workers = max(1, workers or os.cpu_count() or 1)
     early: ForkServerExecutor | None = None
-    if executor is None and not dry_run:
-        # start the fork server now, on today's script's imports: it imports while we plan
-        early = ForkServerExecutor(workers, preload=_likely_imports(proj, names, script))
-        early.start(sys.executable, task_environment())
+    owned: Executor | None = None
+    chosen = executor if not isinstance(executor, str) else None
+    if executor in (None, "fork", "local"):
+        if not dry_run:
+            # start the fork server now, on today's script's imports: it imports while we plan
+            early = ForkServerExecutor(workers, preload=_likely_imports(proj, names, script))
+            early.start(sys.executable, task_environment())
+    elif isinstance(executor, str):
+        options = {"folder": proj.data_dir / "submitit", **(executor_options or {})}
+        try:
+            if dry_run:  # the name is checked; no engine is started to show a plan
+                check_executor_name(executor)
+            else:
+                owned = chosen = create_executor(executor, workers, **options)
+        except UnknownExecutor as exc:
+            raise ReplayError(str(exc)) from None
     store: Database | None = None
     try:
         store = _open_store(proj)
@@ -137,7 +161,7 @@ def replay(
             script,
             confirm,
             on_event,
-            early or executor,
+            early or chosen,
             tolerance,
             accept_divergence,
             dry_run,
@@ -149,6 +173,8 @@ def replay(
     finally:
         if early is not None:
             early.close()  # a no-op once the tasks ran; otherwise the server session ends
+        if owned is not None:
+            owned.close()
         if store is not None:
             store.dispose()
 
@@ -174,17 +200,19 @@ def _replay(
     from .execute import run_plan
     from .planner import build_plan, load_factor
 
-    forked = executor is None or isinstance(executor, ForkServerExecutor)
+    # no executor: a dry run, planned as the default (the fork server) would run it
+    forked = executor is None or executor.capabilities.fork
+    warm = cast(WarmExecutor, executor) if executor and executor.capabilities.warm else None
     server_seconds: float | None = None
     lazy = 0.0
     imports_now: float | None = None
-    if isinstance(executor, ForkServerExecutor):
-        server_seconds, imported = executor.calibration()
+    if warm is not None:
+        server_seconds, imported = warm.calibration()
         if server_seconds is None and not dry_run:
             # never measured (a first replay with these libraries): only the server can tell how
             # much of the recorded prefix was imports, and the tasks need it anyway: wait for it
-            executor.wait_ready()
-            server_seconds, imported = executor.calibration()
+            warm.wait_ready()
+            server_seconds, imported = warm.calibration()
         top_level = set(_likely_imports(proj, names, script))
         lazy = sum(s for m, s in imported.items() if m not in top_level)
         imports_now = sum(s for m, s in imported.items() if m in top_level) or None
@@ -205,8 +233,8 @@ def _replay(
         load=load_factor(_cores()),
         allow_changed_data=allow_changed_data,
     )
-    if isinstance(executor, ForkServerExecutor) and server_seconds is not None:
-        remaining, _ = executor.calibration()  # planning took some of the server's start
+    if warm is not None and server_seconds is not None:
+        remaining, _ = warm.calibration()  # planning took some of the server's start
         plan.server_seconds = remaining or 0.0
     plan.planning_seconds = time.perf_counter() - started
     report = ReplayReport(plan)
@@ -216,8 +244,8 @@ def _replay(
         return report
     if confirm is not None and not confirm(plan):
         return report
-    if isinstance(executor, ForkServerExecutor):
-        executor.add_preload(
+    if executor is not None and executor.capabilities.preload:
+        cast(WarmExecutor, executor).add_preload(
             sorted({m for v in versions.values() for m in script_imports(v.source)})
         )
     report.runs, report.jobs, report.actual_seconds = run_plan(

@@ -1,5 +1,11 @@
-"""Executors run replay tasks. The interface is small so cluster engines can stand in for the
-local process pool (see docs/replay.md): ``run(jobs, on_event)`` returns one result per job.
+"""Executors run replay tasks. One small interface for every engine (see docs/replay.md):
+``run(jobs, on_event)`` returns one result per job, ``close()`` lets go of what the executor
+holds, and ``capabilities`` says what it can do, so callers ask rather than test its type.
+
+Engines: ``fork`` (the fork server, ``forkserver.py``; the default), ``process`` (a plain
+subprocess per attempt, here), ``ray`` (``ray_executor.py``) and ``slurm`` (submitit,
+``slurm_executor.py``). ``create_executor(name, ...)`` builds one by name; a new engine is one
+module with a ``create(workers, **options)`` function, listed in ``ENGINES``.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .guard import ENV as SANDBOX_ENV
 from .guard import wrap_argv
@@ -51,12 +57,84 @@ class JobResult:
 EventCallback = Callable[[str, int, dict[str, object]], None]  # (kind, task_id, details)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an executor can do, asked by the planner and ``replay`` (never inferred from a type).
+
+    ``fork``: attempts are forks of a process that already imported the script's libraries (the
+    cost model counts no interpreter start). ``warm``: that process can start before planning
+    and report its import times (``WarmExecutor``'s methods). ``preload``: it accepts more
+    modules to import before the tasks run. ``cancel``: ``close`` stops attempts in flight.
+    ``remote``: workers may be on other machines, so each task is shipped whole (code version,
+    spec, sandbox layout) and its output comes back to the coordinator. ``progress``: per
+    iteration progress events reach the coordinator while a task runs."""
+
+    fork: bool = False
+    warm: bool = False
+    preload: bool = False
+    cancel: bool = True
+    remote: bool = False
+    progress: bool = True
+
+
 class Executor(Protocol):
     """Runs jobs; calls ``on_event("started" | "progress" | "retry" | "finished", task_id, info)``."""
 
     workers: int
 
+    @property
+    def capabilities(self) -> Capabilities: ...
+
     def run(self, jobs: Sequence[Job], on_event: EventCallback) -> list[JobResult]: ...
+
+    def close(self) -> None: ...
+
+
+class WarmExecutor(Executor, Protocol):
+    """An executor whose ``capabilities.warm`` is true: the fork server's extra questions."""
+
+    def calibration(self) -> tuple[float | None, dict[str, float]]: ...
+
+    def wait_ready(self, timeout: float = ...) -> dict[str, float]: ...
+
+    def add_preload(self, modules: Sequence[str]) -> None: ...
+
+
+ENGINES: dict[str, str] = {
+    "ray": "retrolog.replaying.ray_executor",
+    "slurm": "retrolog.replaying.slurm_executor",
+}
+LOCAL_ENGINES = ("fork", "process")
+
+
+class UnknownExecutor(ValueError):
+    """An executor name nobody knows, or an engine whose package is not installed."""
+
+
+def check_executor_name(name: str) -> None:
+    """Raise ``UnknownExecutor`` unless ``name`` is an executor's."""
+    if name not in (*LOCAL_ENGINES, "local", *ENGINES):
+        known = ", ".join([*LOCAL_ENGINES, *ENGINES])
+        raise UnknownExecutor(f"unknown executor {name!r} (one of: {known})")
+
+
+def create_executor(name: str, workers: int, **options: Any) -> Executor:
+    """The executor called ``name`` with ``workers`` tasks at once; ``options`` are the engine's
+    (``address`` for Ray; ``partition``, ``time_min``, ``cpus_per_task``, ``mem_gb``, ``folder``
+    for Slurm). Raises ``UnknownExecutor`` with a one-line reason."""
+    import importlib
+
+    if name in ("fork", "local"):
+        from .forkserver import ForkServerExecutor
+
+        return ForkServerExecutor(workers, preload=options.get("preload", ()))
+    if name == "process":
+        return LocalProcessExecutor(workers)
+    check_executor_name(name)
+    module = importlib.import_module(ENGINES[name])
+    given = {k: v for k, v in options.items() if v is not None and k != "preload"}
+    executor: Executor = module.create(workers, **given)
+    return executor
 
 
 class Backend(Protocol):
@@ -185,6 +263,8 @@ def run_jobs(
 class LocalProcessExecutor:
     """Up to ``workers`` subprocesses at once on this machine; a failed job is retried once."""
 
+    capabilities = Capabilities()
+
     def __init__(
         self, workers: int | None = None, retries: int = 1, poll_seconds: float = 0.2
     ) -> None:
@@ -196,6 +276,9 @@ class LocalProcessExecutor:
         return run_jobs(
             jobs, on_event, Subprocesses(), self.workers, self.retries, self.poll_seconds
         )
+
+    def close(self) -> None:
+        """Nothing outlives ``run`` (its subprocesses are stopped when it ends)."""
 
 
 def _read(path: Path) -> str:

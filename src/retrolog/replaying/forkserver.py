@@ -59,7 +59,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .executor import Backend, EventCallback, Job, JobResult
+    from .executor import Backend, Capabilities, EventCallback, Job, JobResult
 
 ALWAYS_PRELOAD = (
     "retrolog",
@@ -526,6 +526,13 @@ class ForkServerExecutor:
         self._lock = threading.Lock()
         self._closed = False
         self.ready_seconds: float | None = None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Forks of a warm server that preloads and reports its import times (executor.py)."""
+        from .executor import Capabilities
+
+        return Capabilities(fork=True, warm=True, preload=True)
 
     def start(self, interpreter: str | None = None, env: dict[str, str] | None = None) -> None:
         """Start (or connect to) the server now, in the background, so that it imports while the
