@@ -267,9 +267,9 @@ def create_app(
                 {
                     **{k: record.get(k) for k in queries.FACT_COLUMNS},
                     "tags": {  # tag_<key> columns (relational/labels.py)
-                        k[4:]: v
+                        str(k)[4:]: v
                         for k, v in record.items()
-                        if k.startswith("tag_") and isinstance(v, str)
+                        if str(k).startswith("tag_") and isinstance(v, str)
                     },
                     "args": _present(record, table["args"]),
                     "last": _present(record, table["metrics"]),
