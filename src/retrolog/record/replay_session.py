@@ -64,6 +64,8 @@ class TaskSpec:
         default_factory=list
     )  # (main iter, loop, manifest)
     main_exit: str | None = None  # manifest of the main loop's exit
+    # outer level, some iterations selected: the only ones whose observations matter
+    selected_iterations: list[int] | None = None
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -87,6 +89,7 @@ class ReplaySession(RunSession):
         self._full = set(spec.full_iterations) if spec.full_iterations is not None else None
         self._objects: Any = None
         self.fallbacks: list[str] = []
+        self.lazily_skipped = 0
         super().__init__(project, script, argv, overrides={})
         self.args.update(spec.args)
 
@@ -120,9 +123,30 @@ class ReplaySession(RunSession):
         is_main = self.depth == 0 and not self.main_loop_started
         if is_main:
             return self._main_loop(name, iterable)
-        if self.depth == 1 and self._may_skip(name) and self._restore_exit(name):
+        if (
+            self.depth == 1
+            and self._may_skip(name)
+            and (self._not_needed(name) or self._restore_exit(name))
+        ):
             return iter(())
         return self._iterate_nested(name, iterable, self.ctx, self.depth)
+
+    def _not_needed(self, name: str) -> bool:
+        """True when no selected iteration observes what this nested loop does: none lies
+        between this iteration and the next checkpoint of the loop (inclusive), whose restore
+        replaces everything the loop changed. Then it is skipped without restoring anything:
+        the outer code until that restore runs on stale state, and nothing it logs is kept or
+        compared (``selected_iterations``, set by the planner for lazy outer replays)."""
+        selected = self.spec.selected_iterations
+        index = self.main_index
+        if selected is None or index is None:
+            return False
+        later = [i for i, loop in self._checkpoint_by_iteration if loop == name and i > index]
+        until = min(later) if later else None
+        needed = any(s >= index and (until is None or s <= until) for s in selected)
+        if not needed:
+            self.lazily_skipped += 1
+        return not needed
 
     def _may_skip(self, name: str) -> bool:
         if self.spec.level == "full" or name in self._reexecute or self.main_index is None:

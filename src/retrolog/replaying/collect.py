@@ -84,10 +84,13 @@ def compare_and_pick(
     new_names: set[str],
     keep: Any,
     tolerance: float,
+    compare_all: bool = True,
 ) -> tuple[Fidelity, list[tuple[int, str, Cell]]]:
     """Fidelity of the re-logged recorded values, and the new values to store (deduplicated).
 
-    ``keep(path) -> bool`` says whether a new value at these coordinates was selected.
+    ``keep(path) -> bool`` says whether a new value at these coordinates was selected; without
+    ``compare_all`` only recorded values there are compared (a lazy replay's other iterations
+    ran on state it did not restore).
     """
     path_to_ctx = {path: ctx for ctx, path in data.paths.items()}
     path_to_ctx[()] = 0
@@ -107,6 +110,8 @@ def compare_and_pick(
             if name in new_names:
                 if keep(path):
                     new_rows[(ctx, name, occurrence)] = cell
+                continue
+            if not compare_all and not keep(path):
                 continue
             values = recorded.get((ctx, name))
             if values is None or occurrence >= len(values):

@@ -171,6 +171,9 @@ def _job(
         stop_at_main_loop=task.level == "prefix",
         stop_after_main_loop=task.level in ("outer", "inner") and not task.run_suffix,
         reexecute_loops=next(r.reexecute_loops for r in plan.runs if r.run_id == task.run_id),
+        selected_iterations=next(
+            (r.iterations for r in plan.runs if r.run_id == task.run_id and r.lazy), None
+        ),
         checkpoints=data.checkpoints,
         main_exit=data.main_exit[0] if data.main_exit else None,
     )
@@ -225,7 +228,9 @@ def _collect_run(
     selected = {tuple(c) for c in run_plan.selected}
     main_name = data.main_loop
     keep = _selector(run_plan.level or "full", selected, main_name)
-    fidelity, new_rows = compare_and_pick(store, data, outputs, set(plan.names), keep, tolerance)
+    fidelity, new_rows = compare_and_pick(
+        store, data, outputs, set(plan.names), keep, tolerance, compare_all=not run_plan.lazy
+    )
     result = RunResult(
         run_plan.run_id,
         run_plan.level,

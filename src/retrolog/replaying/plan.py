@@ -91,6 +91,9 @@ class RunPlan:
     propagated: dict[str, Any] | None = None  # placement report when the code differed
     reexecute_loops: list[str] = field(default_factory=list)
     tasks: list[TaskPlan] = field(default_factory=list)
+    # outer level with only some iterations selected: nested loops no selected iteration depends
+    # on are skipped without restoring, and fidelity compares the selected iterations only
+    lazy: bool = False
     # where the statements also run besides ``level`` ("prefix", "suffix"), and why in words
     also: list[str] = field(default_factory=list)
     why: str = ""

@@ -364,8 +364,14 @@ def build_plan(
         coords = selected[plan.run_id]
         if plan.also and where is None and plan.level in ("outer", "inner"):
             coords.add(())  # keep what the statements log before/after the main loop too
+        if plan.level == "outer" and plan.version in versions:
+            coords = _narrow_to_siblings(store, data, versions[plan.version], names, coords)
+            if not coords:
+                plan.skipped = "the block of the new statement never ran in this run"
+                continue
         plan.selected = [list(c) for c in sorted(coords)]
         plan.iterations = sorted({c[0] for c in coords if c})
+        plan.lazy = plan.level == "outer" and len(plan.iterations) < len(data.main_ctx)
         assert plan.version is not None and plan.level is not None
         structure = structures.get(plan.version, data)
         reexecute = structure.loops_to_reexecute()
@@ -627,6 +633,25 @@ def _select(
         coord = () if levels[row["run_id"]] in ("prefix", "suffix") else tuple(row["_coord"])
         out.setdefault(row["run_id"], set()).add(coord)
     return out
+
+
+def _narrow_to_siblings(
+    store: Database,
+    data: RunData,
+    vs: VersionScript,
+    names: Sequence[str],
+    coords: set[tuple[int, ...]],
+) -> set[tuple[int, ...]]:
+    """Keep the main iterations where the new statements can run: those in which the recorded
+    neighbour of each (same block, nothing but simple statements between) logged
+    (replaying/siblings.py). Unchanged when a statement has no such neighbour."""
+    from .siblings import logged_iterations, sibling_names
+
+    neighbours = sibling_names(vs.source, vs.lines, set(names)) if vs.lines else None
+    if not neighbours:
+        return coords
+    ran = logged_iterations(store, data, sorted(set(neighbours)))
+    return {c for c in coords if not c or c[0] in ran}
 
 
 def _check_where(store: Database, where: str) -> None:
