@@ -222,6 +222,29 @@ def test_a_run_records_the_dvc_hash_of_its_data(project: Path) -> None:
     assert data["dvc_md5"] == "3b3f2c1e0d4a5b6c7d8e9f0a1b2c3d4e.dir"
 
 
+AUTO = """
+import retrolog
+with open("data/labels.txt") as fh:
+    labels = fh.read()
+with open("out.txt", "w") as fh:
+    fh.write(labels)
+for epoch in retrolog.loop("epoch", range(2)):
+    retrolog.log("n", len(labels))
+"""
+
+
+def test_automatic_mode_records_files_read_inside_the_project(project: Path) -> None:
+    write_data(project, b"123", labels=b"cat\ndog\n")
+    write_script(project, AUTO)
+    run_python(project, "train.py", RETROLOG_TRACK_DATA="1")
+    rows = retrolog.query(
+        "SELECT name, path, kind, auto FROM data_versions ORDER BY name", project=project
+    )
+    assert list(rows["path"]) == ["data/labels.txt"]  # not out.txt (written), not train.py
+    assert rows["auto"][0] == 1
+    run_python(project, "train.py")  # off by default
+    assert len(retrolog.query("SELECT * FROM data_versions", project=project)) == 1
+
 
 def test_data_versions_in_the_ui_and_their_diff(project: Path) -> None:
     from fastapi.testclient import TestClient

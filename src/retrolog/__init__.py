@@ -21,6 +21,10 @@ from . import _early  # noqa: E402  (after __version__: a cheap, stdlib-only mod
 
 _early.take_kwargs()
 _early.watch_argparse()
+if _early.settings.TRACK_DATA.get():  # RETROLOG_TRACK_DATA: also see opens before the first call
+    from . import _datahook
+
+    _datahook.install()
 
 __all__ = [
     "ArgumentError",

@@ -17,6 +17,7 @@ import typer
 
 from . import __version__
 from .errors import NotFoundError, UsageError
+from .settings import DB
 
 app = typer.Typer(
     name="retrolog",
@@ -42,7 +43,7 @@ def _existing_dir(ctx: typer.Context, value: Path | None) -> Path | None:
 
 def _project_of(ctx: typer.Context) -> Any:
     """The project a command line names (for completion), or None."""
-    from .relational.access import resolve_project
+    from .project import resolve_project
 
     value = ctx.params.get("project")
     if value is not None and not Path(value).is_dir():
@@ -88,7 +89,7 @@ def _complete_names(ctx: typer.Context, incomplete: str) -> list[str]:
 def _has_store(project: Any) -> bool:
     """False for a project whose default SQLite store was never created (no run recorded)."""
     prefix = "sqlite:///"
-    if not project.db_url.startswith(prefix) or os.environ.get("RETROLOG_DB"):
+    if not project.db_url.startswith(prefix) or DB.get():
         return True
     return Path(project.db_url[len(prefix) :]).exists()
 
@@ -96,7 +97,7 @@ def _has_store(project: Any) -> bool:
 def _recorded(project: Path | None) -> Any:
     """The project of ``-C`` (or the cwd), refusing one where nothing was ever recorded rather
     than creating an empty store there."""
-    from .relational.access import resolve_project
+    from .project import resolve_project
 
     resolved = resolve_project(project)
     if not _has_store(resolved):
@@ -701,7 +702,7 @@ RemoteArgument = Annotated[
 @app.command("push")
 def push_command(remote: RemoteArgument = None, project: ProjectOption = None) -> None:
     """Push the code versions of recorded runs (hidden refs refs/retrolog/*) to a git remote."""
-    from .relational.access import resolve_project
+    from .project import resolve_project
     from .versions import push
 
     transfer = push(resolve_project(project).root, remote)
@@ -713,7 +714,7 @@ def push_command(remote: RemoteArgument = None, project: ProjectOption = None) -
 @app.command("pull")
 def pull_command(remote: RemoteArgument = None, project: ProjectOption = None) -> None:
     """Fetch the code versions of runs recorded in other clones from a git remote."""
-    from .relational.access import resolve_project
+    from .project import resolve_project
     from .versions import pull
 
     transfer = pull(resolve_project(project).root, remote)
@@ -800,7 +801,7 @@ def doctor_command(
     """Check the store: integrity, schema, journals, code versions, checkpoints, value digests."""
     from .doctor import check
     from .doctor import repair as repair_store
-    from .relational.access import resolve_project
+    from .project import resolve_project
 
     proj = resolve_project(project)
     report = repair_store(proj) if repair else check(proj, verify_objects=not quick)

@@ -22,13 +22,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from .. import _early
+from .. import _early, settings
 from .._warn import warn_once
 from ..project import find_project
 from . import ranks
 from . import values as V
 from .args import ArgumentError, cast_like, flatten_config
-from .replay_session import REPLAY_ENV, ReplaySession, TaskSpec
+from .replay_session import ReplaySession, TaskSpec
 from .session import RunSession
 
 T = TypeVar("T")
@@ -55,13 +55,17 @@ def _begin() -> RunSession:
             _overrides = dict(_early.kwargs_overrides)
         project = find_project()
         script = _script_name(project.root)
-        spec_path = os.environ.get(REPLAY_ENV)
+        spec_path = settings.REPLAY.get()
         if spec_path:
             _session = ReplaySession(project, script, list(sys.argv), TaskSpec.load(spec_path))
         else:
             # torchrun ranks other than 0 get a silent session; RETROLOG_AUTO_PUSH is scheduled
             _session = ranks.new_session(project, script, list(sys.argv), dict(_overrides))
         _install_hooks()
+        if settings.TRACK_DATA.get():  # automatic data versions (record/data.py)
+            from .data import start_tracking
+
+            start_tracking(_session)
         return _session
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from ..project import Project, find_project
+from ..project import Project, resolve_project
 from .executor import (
     Executor,
     JobResult,
@@ -126,11 +126,7 @@ def replay(
     started = time.perf_counter()
     if isinstance(names, str):
         names = [names]
-    proj = (
-        project
-        if isinstance(project, Project)
-        else find_project(Path(project) if project is not None else Path.cwd())
-    )
+    proj = resolve_project(project)
     workers = max(1, workers or os.cpu_count() or 1)
     early: ForkServerExecutor | None = None
     owned: Executor | None = None
@@ -266,12 +262,9 @@ def _replay(
 def _open_store(proj: Project) -> Database:
     """The project's store without SQLAlchemy when it is SQLite (``store.lite``), with runs whose
     process died recovered first (as ``relational.access.open_store`` does, without pandas)."""
-    from ..record.journal import recover_orphans
-    from ..store.lite import open_db
+    from ..project import open_project_db
 
-    store = open_db(proj.db_url)
-    recover_orphans(proj.journal_dir, store)
-    return store
+    return open_project_db(proj)
 
 
 def task_environment() -> dict[str, str]:

@@ -219,16 +219,16 @@ def _low_confidence(report: dict[str, Any] | None) -> bool:
 
 def measure_load_speed(objects_url: str, manifests: Sequence[str]) -> float:
     """Bytes per second to read one checkpoint's blobs back (the restore cost model's basis).
-    Reads the manifest's blob list as plain JSON: the checkpoint package imports numpy, which
-    the coordinator never needs."""
+    The manifest is read by ``checkpoint.manifest`` (standard library only)."""
     if not manifests:
         return DEFAULT_LOAD_SPEED
     try:
+        from ..checkpoint.manifest import load_manifest
         from ..objects import open_object_store
 
         objects = open_object_store(objects_url)
         start = time.perf_counter()
-        blobs = json.loads(objects.get(manifests[0]))["blobs"]
+        blobs = load_manifest(objects, manifests[0]).blobs
         total = sum(len(objects.get(digest)) for digest in blobs)
         seconds = time.perf_counter() - start
         return max(total / max(seconds, 1e-6), 1e6)
