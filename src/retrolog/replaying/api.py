@@ -115,7 +115,8 @@ def replay(
     statements already filled in (skipped otherwise). ``accept_low_confidence``: replay versions
     where propagation placed a statement with a confidence below its threshold (refused
     otherwise). ``allow_changed_data``: replay runs whose data (``retrolog.data``) is missing or
-    changed since they ran (refused otherwise); their report names the data. Returns a report; the new values are then visible through ``retrolog.dataframe``.
+    changed since they ran (refused otherwise); their report names the data. Returns a report;
+    the new values are then visible through ``retrolog.dataframe``.
     ``executor``: an ``Executor``, or the name of one: ``"fork"`` (the default: forks of a warm
     server), ``"process"``, ``"ray"``, ``"slurm"``; ``executor_options`` are the named engine's
     (``address`` for Ray; ``partition``, ``time_min``, ``cpus_per_task``, ``mem_gb``,
