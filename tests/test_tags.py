@@ -16,7 +16,7 @@ import retrolog
 from retrolog.relational import describe_run, open_store
 from retrolog.ui import create_app
 
-from .conftest import git, run_python, script_env, write_script
+from .conftest import git, kill_after, run_python, script_env, write_script
 
 TRAIN = """
 import sys
@@ -165,3 +165,26 @@ def test_tags_names_and_notes_on_postgresql(
         assert report["environment"]["distributions"]
     finally:
         open_store(project, recover=False).dispose()
+
+
+CRASH = """
+import time
+import retrolog
+
+retrolog.tag("team", "vision")
+retrolog.name("crashed-one")
+for i in retrolog.loop("i"):
+    retrolog.log("x", i)
+    print(i, flush=True)
+    time.sleep(0.05)
+"""
+
+
+def test_labels_of_a_killed_run_come_back_from_its_journal(project: Path) -> None:
+    write_script(project, CRASH)
+    assert kill_after(project, 2.5) > 0
+    frame = retrolog.runs(project=project)  # reading recovers the dead run's journal
+    assert frame["status"].tolist() == ["crashed"]
+    assert frame["run_name"].iloc[0] == "crashed-one" and frame["tag_team"].iloc[0] == "vision"
+    report = describe_run("crashed-one", project=project, with_diff=False)
+    assert report["environment"] is None  # collected at a run's end only
