@@ -103,6 +103,7 @@ def test_names_are_unique_and_commands_take_them(project: Path) -> None:
     ]
     table = cli(project, "show", "third", "--no-diff")
     assert table.returncode == 0 and "bad shard" in table.stdout and "third" in table.stdout
+    assert "tags tuned=false" in table.stdout
     listing = cli(project, "runs")
     assert listing.returncode == 0 and "renamed" in listing.stdout
     # bad input: one line, no traceback

@@ -403,7 +403,6 @@ def show_command(
     facts = Table(title=f"run {report['run_id']}", show_header=False)
     for key in (
         "name",
-        "tags",
         "status",
         "script",
         "start_time",

@@ -121,6 +121,9 @@ def print_labels(console: Any, report: dict[str, Any]) -> None:
     """`retrolog show`'s notes and environment sections (rich)."""
     from rich.table import Table
 
+    tags = report.get("tags") or {}
+    if tags:
+        console.print("[bold]tags[/bold] " + ", ".join(f"{k}={v}" for k, v in sorted(tags.items())))
     for note in report.get("notes") or []:
         console.print(f"[bold]note[/bold] ({note['created']}): {note['text']}")
     env = report.get("environment")
