@@ -27,6 +27,8 @@ test: lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_histories.py
+	$(BIN)/python bench/bench_process.py
 
 clean:
 	rm -rf $(VENV) demo-project
