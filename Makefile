@@ -29,6 +29,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 	$(BIN)/python bench/bench_histories.py
 	$(BIN)/python bench/bench_process.py
+	$(BIN)/python bench/bench_executors.py
+	$(BIN)/python bench/bench_datahash.py
 
 clean:
 	rm -rf $(VENV) demo-project
