@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..record.values import Cell, UnsupportedValue, normalise, to_cell
+from ..store.ingest import RUN_FACTS
 
 IMPORTED = "imported"
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
-# runs columns the ``run`` event carries (store/ingest.py ``_RUN_FACTS``, less status and version)
+# runs columns the ``run`` event carries, less the status and version an import sets itself
+EVENT_FACTS = tuple(f for f in RUN_FACTS if f not in ("version", "status"))
 EVENT_FACTS = (
     "script",
     "argv",

@@ -51,7 +51,7 @@ _COLUMNS = {
     ),
 }
 _IGNORE_CONFLICTS = {"loops", "args", "checkpoints", "data_versions"}
-_RUN_FACTS = (
+RUN_FACTS = (
     "script",
     "argv",
     "cwd",
@@ -165,7 +165,7 @@ def run_facts(facts: dict[str, Any]) -> dict[str, Any]:
     """The known run columns of a ``run`` event, JSON-encoded where the column holds JSON."""
     out: dict[str, Any] = {}
     for key, value in facts.items():
-        if key not in _RUN_FACTS:
+        if key not in RUN_FACTS:
             continue
         if key in ("argv", "packages") and value is not None and not isinstance(value, str):
             value = json.dumps(value)
