@@ -163,3 +163,19 @@ def test_materialise_and_diff(project: Path, tmp_path: Path) -> None:
     out = repo.materialise(version, tmp_path / "old")
     assert (out / "train.py").read_text() == (project / "train.py").read_text()
     assert "+import random" in repo.diff(git(project, "rev-parse", "HEAD").strip(), version)
+
+
+def test_a_same_size_edit_right_after_a_commit_is_in_the_version(project: Path) -> None:
+    """git treats a file changed in the same second as the index was written as "racily clean"
+    and compares its content; the snapshot's copy of the index must keep the index's mtime for
+    that, or a same-size edit within a second of a commit is recorded as the commit itself."""
+    repo = GitRepo(project)
+    for attempt in range(5):
+        (project / "conf.py").write_text(f"steps = {attempt}0\n")
+        git(project, "add", "conf.py")
+        git(project, "commit", "-q", "-m", f"steps {attempt}")
+        (project / "conf.py").write_text(f"steps = {attempt}1\n")  # same size, same second
+        snap = repo.snapshot(f"01RACY{attempt}")
+        assert snap.version != snap.head
+        shown = git(project, "show", f"{snap.version}:conf.py")
+        assert shown == f"steps = {attempt}1\n"

@@ -108,8 +108,12 @@ class GitRepo:
             env = {"GIT_INDEX_FILE": str(index)}
             user_index = self.root / self._out("rev-parse", "--git-path", "index")
             if user_index.is_file():
-                # A copy keeps the user's stat cache, so unchanged files are not re-hashed.
-                shutil.copyfile(user_index, index)
+                # A copy keeps the user's stat cache, so unchanged files are not re-hashed. Its
+                # mtime must stay the user index's: git treats an entry modified in the same
+                # second as the index was written as "racily clean" and compares contents, and a
+                # fresh mtime turned that off (a same-size edit within a second of a commit was
+                # recorded as the commit itself: a wrong code version).
+                shutil.copy2(user_index, index)
             elif head:
                 self._git("read-tree", head, env=env)
             changed = self._git(
