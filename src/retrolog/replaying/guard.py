@@ -342,10 +342,9 @@ def install(manifest_path: str | None = None) -> Policy | None:
     global _policy
     if _policy is not None:
         return _policy
-    if not manifest_path and not __package__:  # run as a script (python guard.py SCRIPT ...)
-        manifest_path = os.environ.get(ENV)
-    elif not manifest_path:
-        from ..settings import SANDBOX
+    if not manifest_path:
+        # absolute: this file also runs as a script (python guard.py SCRIPT ...)
+        from retrolog.settings import SANDBOX
 
         manifest_path = SANDBOX.get()
     if not manifest_path:
