@@ -11,6 +11,7 @@ or to git.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
 import inspect
@@ -85,11 +86,15 @@ class ReplaySession(RunSession):
         self._checkpoint_by_iteration = {
             (int(i), loop): digest for i, loop, digest in spec.checkpoints
         }
+        # for lazy outer replays: each loop's checkpointed iterations, and the selected ones, sorted
+        self._checkpointed: dict[str, list[int]] = {}
+        for i, loop in sorted(self._checkpoint_by_iteration):
+            self._checkpointed.setdefault(loop, []).append(i)
+        self._selected = sorted(spec.selected_iterations or ())
         self._reexecute = set(spec.reexecute_loops)
         self._full = set(spec.full_iterations) if spec.full_iterations is not None else None
         self._objects: Any = None
         self.fallbacks: list[str] = []
-        self.lazily_skipped = 0
         super().__init__(project, script, argv, overrides={})
         self.args.update(spec.args)
 
@@ -137,16 +142,14 @@ class ReplaySession(RunSession):
         replaces everything the loop changed. Then it is skipped without restoring anything:
         the outer code until that restore runs on stale state, and nothing it logs is kept or
         compared (``selected_iterations``, set by the planner for lazy outer replays)."""
-        selected = self.spec.selected_iterations
         index = self.main_index
-        if selected is None or index is None:
+        if self.spec.selected_iterations is None or index is None:
             return False
-        later = [i for i, loop in self._checkpoint_by_iteration if loop == name and i > index]
-        until = min(later) if later else None
-        needed = any(s >= index and (until is None or s <= until) for s in selected)
-        if not needed:
-            self.lazily_skipped += 1
-        return not needed
+        checkpointed = self._checkpointed.get(name, [])
+        at = bisect.bisect_right(checkpointed, index)
+        until = checkpointed[at] if at < len(checkpointed) else None
+        first = bisect.bisect_left(self._selected, index)  # the first selected >= index
+        return first == len(self._selected) or (until is not None and self._selected[first] > until)
 
     def _may_skip(self, name: str) -> bool:
         if self.spec.level == "full" or name in self._reexecute or self.main_index is None:
