@@ -447,6 +447,14 @@ def _save_calibration(key: str, ready_seconds: float, import_seconds: dict[str, 
         os.replace(staging, _calibration_path())
 
 
+def _server_listening(key: str) -> bool:
+    """Whether the persistent server for ``key`` has its socket in place (it is running)."""
+    try:
+        return os.path.exists(os.path.join(runtime_dir(), f"{key}.sock"))
+    except (OSError, ForkServerError):
+        return False
+
+
 def _try_connect(path: str) -> socket.socket | None:
     if not os.path.exists(path):
         return None
@@ -616,6 +624,8 @@ class ForkServerExecutor:
         past = _load_calibration().get(key or "")
         if not past:
             return None, {}
+        if self.persist and key and _server_listening(key):
+            return 0.0, dict(past["import_seconds"])  # already running: only connecting is left
         elapsed = time.monotonic() - (self._started or time.monotonic())
         return max(float(past["ready_seconds"]) - elapsed, 0.0), dict(past["import_seconds"])
 
