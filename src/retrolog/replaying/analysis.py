@@ -172,6 +172,12 @@ class ScriptStructure:
             wanted = set(nested_loops)
             nested = [lp for lp in self.code.loops if lp.name in wanted and lp is not located]
         self.levels = Levels(self.code, located, nested)
+        # A framework's callback (retrolog.integrations) drives the loops: its hooks set levels.
+        self.framework: Levels | None = None
+        if located is None and main_loop is not None:
+            from ..integrations.layout import framework_levels
+
+            self.framework = framework_levels(self.code, main_loop)
         self.main_path = located.path if located else path
         self.tree = self.code.modules[self.main_path].tree
         self.loops = [LoopInfo(lp.name, lp.node, lp.parents, lp.path) for lp in self.code.loops]
@@ -201,6 +207,8 @@ class ScriptStructure:
     def reach(self, path: str | int, line: int | None = None) -> Reach:
         """When the statement at ``line`` of ``path`` runs (see ``layout.Reach``)."""
         where, at = (self.path, int(path)) if line is None else (str(path), line)
+        if self.framework is not None:
+            return self.framework.reach(where, at)
         if self.main is None:
             why = (
                 f"its main loop {self.main_missing!r} is not a `for ... in loop(...)` in the code"
@@ -251,7 +259,7 @@ class ScriptStructure:
         """
         from ..code import carried_in_tree
 
-        if self.main is None:
+        if self.main is None:  # a framework's loops: their effects are the checkpointed state
             return set()
         outside_reads = _reads(self._suffix_nodes())
         needed: set[str] = set()
@@ -264,7 +272,7 @@ class ScriptStructure:
 
     def suffix_needs_main_loop(self) -> bool:
         """True when code after the main loop reads names the main loop changes (not restorable)."""
-        if self.main is None:
+        if self.main is None:  # also a framework's loops: never skipped for the suffix
             return True
         return bool(self._effects(self.main.node) & _reads(self._suffix_nodes()))
 
