@@ -50,14 +50,18 @@ class Checkpointer:
         *,
         locals: Callable[[], Mapping[str, Any]] | None = None,
         grads: Mapping[str, Any] | None = None,
+        priority: bool = False,
+        priority_in: int | None = None,
     ) -> Future[Manifest] | None:
         """A loop exited after ``work_seconds`` of training since the previous opportunity.
 
         ``locals`` returns the loop-carried variables to capture (called only when saving);
-        ``grads`` names the torch modules whose ``.grad`` tensors to capture.
+        ``grads`` names the torch modules whose ``.grad`` tensors to capture; ``priority``: a
+        replay is likely to need this one, or one ``priority_in`` opportunities from now
+        (``CheckpointPolicy.should_save``).
         """
         self._drain()
-        if not self.policy.should_save(work_seconds):
+        if not self.policy.should_save(work_seconds, priority=priority, priority_in=priority_in):
             return None
         return self._save(key, objects, locals, grads)
 

@@ -101,11 +101,18 @@ class CheckpointPolicy:
         """Measured overhead so far: charged save seconds / training seconds."""
         return self.charged_seconds / self.work_seconds if self.work_seconds > 0 else 0.0
 
-    def should_save(self, work_seconds: float) -> bool:
+    def should_save(
+        self, work_seconds: float, *, priority: bool = False, priority_in: int | None = None
+    ) -> bool:
         """Register one opportunity; return whether to checkpoint now.
 
         ``work_seconds`` is the training time since the previous opportunity (or since the start
-        of the run for the first), not counting checkpoint costs.
+        of the run for the first), not counting checkpoint costs. A ``priority`` opportunity (one
+        a replay is likely to need, ``record/anticipate.py``) is saved off the every-k-th rhythm
+        whenever the account is not overdrawn (it may overdraw it by one save, which the next
+        ordinary saves wait out); ``priority_in``: a priority opportunity is expected that many
+        opportunities from now, and an ordinary save due before it is held for it when it is
+        closer than ``k``.
         """
         if not work_seconds >= 0:
             raise ValueError(f"work_seconds must be >= 0, got {work_seconds}")
@@ -119,7 +126,12 @@ class CheckpointPolicy:
         else:
             allowance = self.budget * self.work_seconds
             affordable = self.charged_seconds + self.estimated_cost <= allowance * (1 + 1e-9)
-            decision = self._since_save >= self.k and affordable
+            k = self.k
+            decision = affordable and self._since_save >= k
+            if priority and not decision:
+                decision = self.charged_seconds <= allowance * (1 + 1e-9)
+            elif decision and not priority and priority_in is not None and priority_in < k:
+                decision = False  # the priority one comes soon: save there instead
         if decision:
             self.saves += 1
             self._since_save = 0

@@ -26,6 +26,7 @@ from .._ids import new_run_id
 from .._warn import RetrologWarning, warn_once
 from ..project import Project
 from . import values as V
+from .anticipate import Anticipation
 from .journal import (
     SUFFIX,
     Batch,
@@ -80,6 +81,7 @@ class RunSession:
         self._main_loop_end: float | None = None
         self.checkpoint_objects: dict[str, Any] = {}
         self.main_index: int | None = None
+        self.anticipation = Anticipation()
         self.checkpoint_budget = _budget_from_env()
         self._checkpointer: Any = None
         self._checkpointer_failed = False
@@ -179,6 +181,7 @@ class RunSession:
                 cid = self.new_context(name, index, item)
                 self.ctx, self.depth = cid, depth + 1
                 self.main_index = index
+                self.anticipation.entered(cid, index)
                 iter_start = time.perf_counter()
                 yield item
                 self.ctx, self.depth = parent, depth
@@ -286,12 +289,15 @@ class RunSession:
                     self._last_opportunity = now - work  # its work goes to the next opportunity
                     return
                 values, grads = carried
+                priority, priority_in = self.anticipation.before_predicted(main_index)
                 future = checkpointer.opportunity(
                     key,
                     objects,
                     work,
                     locals=(lambda: values) if values is not None else None,
                     grads=grads,
+                    priority=priority,
+                    priority_in=priority_in,
                 )
         except Exception as exc:
             warn_once(
@@ -512,6 +518,7 @@ class RunSession:
         with self._flush_lock:
             try:
                 batch = self._drain()
+                self.anticipation.observe(batch[2])
                 fresh = batch_size(batch) > 0
                 if not fresh and not self._journal_backlog:
                     return
