@@ -6,6 +6,7 @@ notebook today into that code and re-executes it (values equal to reference runs
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 import pytest
@@ -257,3 +258,38 @@ def test_replay_of_notebook_runs_equals_runs_that_had_the_statements(
         assert len(replayed) == count and replayed == expected  # exact, run by run
     # the rename was propagated into version 1's code (`model` is `net` there)
     assert any(r.propagated and r.propagated.get("renames") for r in inner.plan.runs)
+
+
+# -- docs/notebooks.md, executed as written -----------------------------------------------------
+DOC = Path(__file__).resolve().parents[2] / "docs" / "notebooks.md"
+
+
+def _doc_cells() -> dict[str, str]:
+    """The page's python blocks by their first line (``# cell 1``, ``# cell 3, edited``, ...)."""
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+    return {block.splitlines()[0].lstrip("# ").split(" (")[0]: block for block in blocks}
+
+
+def test_the_notebooks_page_example_runs_as_written(project: Path) -> None:
+    cells = _doc_cells()
+    notebook = project / "train.ipynb"
+    original = [cells[f"cell {n}"] for n in range(1, 5)]
+    write_notebook(notebook, original)
+    git(project, "add", "train.ipynb")
+    git(project, "commit", "-q", "-m", "the notebook")
+    with Kernel(project, JPY_SESSION_NAME=str(notebook)) as k:
+        k.run_all(notebook)
+        again = [original[1].replace('"lr", 0.05', '"lr", 0.1'), *original[2:]]
+        assert again[0] != original[1]  # the page's edit: lr 0.05 -> 0.1 in cell 2
+        write_notebook(notebook, [original[0], *again])
+        for source in again:
+            k.run(source)
+    runs = retrolog.runs()
+    assert list(runs["lr"]) == [0.05, 0.1] and list(runs["script"]) == ["train.ipynb.py"] * 2
+    edited = [original[0], again[0], cells["cell 3, edited"], original[3]]
+    write_notebook(notebook, edited)
+    with Kernel(project, JPY_SESSION_NAME=str(notebook)) as k:
+        summary = k.run(cells["a new cell"] + "\nprint(report.plan.runs[0].level)")
+    assert summary.strip().endswith("outer") and "reproduced" in summary
+    df = retrolog.dataframe("weight_norm")
+    assert len(df) == 10 and df["weight_norm"].notna().all()  # 2 runs x 5 epochs
