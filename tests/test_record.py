@@ -6,7 +6,7 @@ import pandas as pd
 
 import retrolog
 
-from .conftest import SIMPLE_TRAIN, run_python, write_script
+from .conftest import SIMPLE_TRAIN, git, run_python, write_script
 
 
 def test_a_run_lands_with_its_loop_coordinates(project: Path) -> None:
@@ -212,7 +212,9 @@ def test_timings_cover_prefix_iterations_nested_loops_and_suffix(project: Path) 
     assert (nested["seconds"] >= 0.02).all() and (nested["count"] == 2).all()
 
 
-def test_notebook_cells_are_runs(project: Path) -> None:
+def test_ipython_cells_form_one_run_until_commit(project: Path) -> None:
+    """In IPython (and a Jupyter kernel: tests/integrations/test_notebook.py) a run spans cells
+    until commit(); a cell that raises leaves it open and the run ends failed."""
     write_script(
         project,
         """
@@ -221,15 +223,22 @@ def test_notebook_cells_are_runs(project: Path) -> None:
         shell.run_cell("import retrolog")
         shell.run_cell("retrolog.log('cell', 1)")
         shell.run_cell("retrolog.log('cell', 2)")
+        shell.run_cell("retrolog.commit()")
         shell.run_cell("print('no retrolog here')")
         shell.run_cell("retrolog.log('cell', 3); 1/0")
+        shell.run_cell("retrolog.log('cell', 4)")
         """,
         name="nb.py",
     )
     run_python(project, "nb.py")
     runs = retrolog.runs()
-    assert list(runs["status"]) == ["finished", "finished", "failed"]
-    assert list(retrolog.dataframe("cell")["cell"]) == [1, 2, 3]
+    assert list(runs["status"]) == ["finished", "failed"]
+    assert runs["error"].iloc[1] == "a cell: ZeroDivisionError: division by zero"
+    assert list(runs["script"]) == ["<interactive>", "<interactive>"]
+    values = retrolog.query("SELECT value FROM metrics WHERE name = 'cell' ORDER BY run_id, seq")
+    assert list(values["value"]) == [1, 2, 3, 4]
+    code = git(project, "show", f"{runs['version'].iloc[1]}:ipython_session.py")
+    assert "'cell', 1" not in code and "# retrolog.log('cell', 3); 1/0" in code
 
 
 def test_progress_bar_on_a_terminal_only(project: Path) -> None:

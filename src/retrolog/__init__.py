@@ -21,6 +21,10 @@ from . import _early  # noqa: E402  (after __version__: a cheap, stdlib-only mod
 
 _early.take_kwargs()
 _early.watch_argparse()
+if "IPython" in _early.sys.modules:  # a Jupyter kernel or IPython: follow its cells from here on
+    from .notebook import watch as _watch_cells
+
+    _watch_cells()
 if _early.settings.TRACK_DATA.get():  # RETROLOG_TRACK_DATA: also see opens before the first call
     from . import _datahook
 

@@ -54,18 +54,32 @@ def git_root_of(start: Path) -> Path | None:
 
 
 def script_start_dir() -> Path:
-    """The directory of the running script, or the cwd for REPLs, notebooks and ``-c``."""
+    """The directory of the running script, or the cwd for REPLs and ``-c``; in a Jupyter kernel
+    or IPython, the notebook's directory when known (``sys.argv[0]`` is then
+    ``ipykernel_launcher`` or the ``ipython`` command, not the user's script)."""
     argv0 = sys.argv[0] if sys.argv else ""
-    if argv0 and argv0 not in ("-c", "-m") and os.path.isfile(argv0):
+    shell_dir = _shell_start_dir() if "IPython" in sys.modules else None
+    # a script, also when IPython runs it (`%run train.py`, `ipython train.py`)
+    script = argv0.endswith(".py") and os.path.basename(argv0) != "ipykernel_launcher.py"
+    if argv0 not in ("", "-c", "-m") and os.path.isfile(argv0) and (shell_dir is None or script):
         return Path(argv0).resolve().parent
-    return Path.cwd()
+    return shell_dir if shell_dir is not None else Path.cwd()
+
+
+def _shell_start_dir() -> Path | None:
+    from .notebook.kernel import start_dir
+
+    return start_dir()
 
 
 def resolve_project(project: Project | str | Path | None) -> Project:
     """The project a command or query names: a Project as is, else the one containing the given
-    directory (default: the working directory, where a command is run)."""
+    directory (default: the working directory, where a command is run; in a notebook, the
+    notebook's directory, where its runs record)."""
     if isinstance(project, Project):
         return project
+    if project is None and "IPython" in sys.modules:  # a notebook queries where its runs record
+        project = _shell_start_dir()
     return find_project(project if project is not None else Path.cwd())
 
 

@@ -28,6 +28,7 @@ Everything is a cheap walk of the syntax tree; parsed files and answers are cach
 from __future__ import annotations
 
 import ast
+import linecache
 import os
 import tokenize
 from collections.abc import Iterable, Iterator
@@ -129,10 +130,14 @@ def carried_at(path: str, line: int) -> Carried | None:
     """:func:`carried_names` for the file at ``path`` (the executing code of a frame), or None
     when the file cannot be read or parsed or has no ``for`` header at ``line``. Cached by
     (path, mtime) for the parsed file and by (path, mtime, line) for the answer."""
+    cell = None
     try:
         mtime = os.stat(path).st_mtime_ns
     except OSError:
-        return None
+        cell = _cell_source(path)
+        if cell is None:
+            return None
+        mtime = hash(cell)
     key = (path, mtime, line)
     if key in _answers:
         return _answers[key]
@@ -140,8 +145,11 @@ def carried_at(path: str, line: int) -> Carried | None:
     cached = _trees.get(path)
     if cached is None or cached[0] != mtime:
         try:
-            with tokenize.open(path) as fh:
-                tree = ast.parse(fh.read(), filename=path)
+            if cell is not None:
+                tree = ast.parse(cell, filename=path)
+            else:
+                with tokenize.open(path) as fh:
+                    tree = ast.parse(fh.read(), filename=path)
         except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
             _answers[key] = None
             return None
@@ -153,6 +161,15 @@ def carried_at(path: str, line: int) -> Carried | None:
         answer = carried_in_tree(tree, loop, parents)
     _answers[key] = answer
     return answer
+
+
+def _cell_source(path: str) -> str | None:
+    """The code of an IPython cell (a Jupyter notebook's), which is in no file: IPython keeps it
+    in ``linecache`` under the cell's name, with no modification time."""
+    entry = linecache.cache.get(path)
+    if entry is None or len(entry) != 4 or entry[1] is not None:
+        return None
+    return "".join(entry[2])
 
 
 # -- structure ----------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 ``log`` is the hot path (called millions of times): when the name was seen before and the value is
 a plain Python scalar it is one tuple append; everything else goes through ``RunSession.log_slow``.
-A run starts at the first call of any of these functions and ends at ``commit()``, at interpreter
-exit, or after each notebook cell that used retrolog. The values of the script's own argparse parse
+A run starts at the first call of any of these functions and ends at ``commit()`` or at
+interpreter exit; in a notebook it spans cells (``retrolog.notebook``), and a script IPython runs
+(``%run train.py``) ends with the cell that ran it. The values of the script's own argparse parse
 (captured by ``retrolog._early``) are recorded as args when the main loop starts, so an explicit
 ``arg()`` of the same name in the prefix wins (its ``--kwargs`` override included).
 """
@@ -24,7 +25,7 @@ from typing import Any, TypeVar, overload
 
 from .. import _early, settings
 from .._warn import warn_once
-from ..project import find_project
+from ..project import Project, find_project
 from . import ranks
 from . import values as V
 from .args import ArgumentError, cast_like, flatten_config
@@ -59,14 +60,27 @@ def _begin() -> RunSession:
         if spec_path:
             _session = ReplaySession(project, script, list(sys.argv), TaskSpec.load(spec_path))
         else:
+            notebook = _notebook_session(project, dict(_overrides))
             # torchrun ranks other than 0 get a silent session; RETROLOG_AUTO_PUSH is scheduled
-            _session = ranks.new_session(project, script, list(sys.argv), dict(_overrides))
+            _session = notebook or ranks.new_session(
+                project, script, list(sys.argv), dict(_overrides)
+            )
         _install_hooks()
         if settings.TRACK_DATA.get():  # automatic data versions (record/data.py)
             from .data import start_tracking
 
             start_tracking(_session)
         return _session
+
+
+def _notebook_session(project: Project, overrides: dict[str, str]) -> RunSession | None:
+    """A run of notebook cells (Jupyter kernel, IPython) that lasts until ``commit()``, or None
+    outside IPython and for a script IPython runs (``%run``: a script run, ended with its cell)."""
+    if "IPython" not in sys.modules:
+        return None
+    from ..notebook.kernel import new_session
+
+    return new_session(project, overrides)
 
 
 def _script_name(root: Path) -> str:
@@ -352,6 +366,8 @@ def _register_ipython() -> None:
 
     def _after_cell(result: Any) -> None:
         global _exit_status
+        if _session is None or getattr(_session, "spans_cells", False):
+            return  # a notebook run lasts until commit() (notebook/kernel.py)
         error = getattr(result, "error_in_exec", None)
         if error is not None:
             _exit_status = ("failed", f"{type(error).__name__}: {error}")

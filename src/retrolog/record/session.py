@@ -40,6 +40,7 @@ from .journal import (
 if TYPE_CHECKING:
     from ..code import Carried
     from ..store.lite import Database
+    from ..versions import Snapshot
     from .follower import Follower
 
 FLUSH_SECONDS = 1.0
@@ -64,7 +65,7 @@ class RunSession:
         self.run_id = new_run_id()
         self.pid = os.getpid()
         self.start_time = time.time()
-        since_start = _seconds_since_process_start()
+        since_start = self._seconds_before_run()
         self._t0 = time.perf_counter() - since_start
         self.script = script
         self.overrides = overrides
@@ -100,6 +101,7 @@ class RunSession:
         self._closed = False
         self.status: str | None = None
         self.error: str | None = None
+        self.snapshot: Snapshot | None = None  # the code version, once taken
         self.events.append(("run", self._facts(argv)))
         if self._stores_to_project():  # RETROLOG_CAPTURE_OUTPUT=1 (record/environment.py)
             from .environment import start_capture
@@ -131,6 +133,10 @@ class RunSession:
         # The run's identity reaches the journal now, not a flush interval later: a run killed
         # in its first second still says what it was (record/journal.py, docs/reliability.md).
         self.flush()
+
+    def _seconds_before_run(self) -> float:
+        """Interpreter start and imports before the run's first retrolog call (its start-up)."""
+        return _seconds_since_process_start()
 
     def _open_journal(self) -> Journal | None:
         self.project.ensure_data_dir()
@@ -475,6 +481,7 @@ class RunSession:
         except Exception as exc:  # never let versioning hurt the run
             warn_once("snapshot", f"retrolog: could not version this run's code: {exc}")
             return
+        self.snapshot = snap  # a notebook run adds its executed cells to it (notebook/kernel.py)
         if snap.skipped_large:
             warn_once(
                 "large",

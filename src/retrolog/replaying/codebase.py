@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..notebook.cells import notebook_of, notebook_script, script_path
 from ..versions import GitRepo
 from .analysis import Statement, find_log_statements, logged_names, strip_statements
 from .layout import Trees
@@ -29,18 +30,39 @@ def python_files_today(root: Path, repo: GitRepo | None) -> list[str]:
     if repo is None:
         return sorted(p.relative_to(root).as_posix() for p in root.glob("*.py"))
     proc = repo._git(
-        "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "*.py", check=False
+        "ls-files",
+        "-z",
+        "--cached",
+        "--others",
+        "--exclude-standard",
+        "--",
+        "*.py",
+        "*.ipynb",
+        check=False,
     )
     if proc.returncode != 0:
         return []
-    names = {
-        n
-        for n in proc.stdout.decode(errors="replace").split("\0")
-        if n.endswith(".py") and not _skipped(n)
-    }
+    listed = proc.stdout.decode(errors="replace").split("\0")
+    names = {n for n in listed if n.endswith(".py") and not _skipped(n)}
+    # a notebook's code is the script <name>.ipynb.py (retrolog/notebook/cells.py)
+    names |= {script_path(n) for n in listed if n.endswith(".ipynb") and not _skipped(n)}
     # shallow paths first: an un-ignored virtual environment must not crowd out the project
     ordered = sorted(names, key=lambda n: (n.count("/"), n))
-    return sorted(n for n in ordered[:MAX_FILES] if (root / n).is_file())
+    return sorted(n for n in ordered[:MAX_FILES] if _exists_today(root, n))
+
+
+def _exists_today(root: Path, path: str) -> bool:
+    notebook = notebook_of(path)
+    return (root / path).is_file() or (notebook is not None and (root / notebook).is_file())
+
+
+def today_source(root: Path, path: str) -> str:
+    """The text of a project file today; for a notebook's script (``x.ipynb.py`` where only
+    ``x.ipynb`` exists), its code cells as one script (``notebook.cells.notebook_script``)."""
+    notebook = notebook_of(path)
+    if notebook is not None and not (root / path).exists():
+        return notebook_script(root / notebook)
+    return (root / path).read_text()
 
 
 _SKIPPED = frozenset({"site-packages", "node_modules", "__pycache__"})
@@ -58,8 +80,8 @@ def new_statements(
     found: dict[str, tuple[str, list[Statement]]] = {}
     for path in files:
         try:
-            source = (root / path).read_text()
-        except (OSError, UnicodeDecodeError):
+            source = today_source(root, path)
+        except (OSError, UnicodeDecodeError, ValueError):
             continue
         if "log" not in source or not any(repr(n)[1:-1] in source for n in names):
             continue  # cheap test before parsing

@@ -79,8 +79,10 @@ class GitRepo:
             )
         return proc
 
-    def _out(self, *args: str, env: dict[str, str] | None = None) -> str:
-        return self._git(*args, env=env).stdout.decode().strip()
+    def _out(
+        self, *args: str, env: dict[str, str] | None = None, input: bytes | None = None
+    ) -> str:
+        return self._git(*args, env=env, input=input).stdout.decode().strip()
 
     def head(self) -> str | None:
         proc = self._git("rev-parse", "--verify", "-q", "HEAD^{commit}", check=False)
@@ -158,6 +160,31 @@ class GitRepo:
         return Snapshot(
             version=version, head=head, branch=branch, dirty=dirty, skipped_large=tuple(skipped)
         )
+
+    def add_files(
+        self,
+        run_id: str,
+        base: str,
+        parent: str | None,
+        files: dict[str, bytes],
+        message: str = "retrolog snapshot",
+    ) -> str:
+        """A version holding ``base``'s tree plus ``files`` (path -> content), committed on
+        ``parent`` like a snapshot and put on the run's ref: how a notebook run adds the code
+        its kernel executed, which is in no file of the working tree (notebook/kernel.py)."""
+        tmp = tempfile.mkdtemp(prefix="retrolog-index-")
+        try:
+            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            self._git("read-tree", base, env=env)
+            for path, content in files.items():
+                blob = self._out("hash-object", "-w", "--stdin", "--path", path, input=content)
+                self._git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+            tree = self._out("write-tree", env=env)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        version = self._commit_tree(tree, parent, message)
+        self._git("update-ref", REF_PREFIX + run_id, version)
+        return version
 
     def _commit_tree(self, tree: str, parent: str | None, message: str) -> str:
         if parent:
