@@ -184,6 +184,13 @@ def test_nanogpt_outer_statement_skips_the_micro_steps(
     # was logged (every eval_interval = 4th) are replayed for it, the others skipped lazily
     for run_plan in report.plan.runs:
         assert run_plan.iterations == [0, 4, 8, 12, 16] and run_plan.lazy
+    # the estimate counts what the replay does: the micro loops it re-executed, no more
+    for result in report.runs:
+        bases = [t.basis for t in report.plan.tasks if t.run_id == result.run_id]
+        counted = [re.search(r"re-executed in (\d+)", b) for b in bases]
+        estimated = sum(int(m.group(1)) for m in counted if m)
+        assert estimated == len(result.fallbacks), (bases, result.fallbacks)
+        assert all("skipped in" in b for b in bases), bases
     assert_same(values_by_run(nanogpt_copy, "val_ppl"), nanogpt_reference["val_ppl"])
     assert tree_digest(nanogpt_copy) == edited  # out-tiny/ckpt.pt and the data untouched
 

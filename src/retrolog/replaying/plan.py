@@ -6,8 +6,10 @@ versions of the script read from git, so it can be shown and confirmed before an
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -179,18 +181,55 @@ def makespan(durations: list[float], workers: int) -> float:
     return max(loads) if durations else 0.0
 
 
-def nested_work(restored: dict[str, int], rerun: dict[str, int]) -> str:
+def nested_work(
+    restored: dict[str, int], rerun: dict[str, int], skipped: dict[str, int] | None = None
+) -> str:
     """What outer iterations do with their nested loops, in words (loop -> iterations)."""
+    skipped = skipped or {}
     parts = []
-    for loop in sorted({*restored, *rerun}):
-        done, again = restored.get(loop, 0), rerun.get(loop, 0)
-        if done and again:
+    for loop in sorted({*restored, *rerun, *skipped}):
+        done, again, none = restored.get(loop, 0), rerun.get(loop, 0), skipped.get(loop, 0)
+        if none:
+            parts.append(
+                f"{loop} skipped in {none} (no selected iteration needs it), restored in "
+                f"{done}, re-executed in {again}"
+            )
+        elif done and again:
             parts.append(f"{loop} restored from checkpoints in {done}, re-executed in {again}")
         elif done:
             parts.append(f"{loop} restored from checkpoints")
         else:
             parts.append(f"{loop} re-executed")
     return f"(nested loop {'; '.join(parts)})" if parts else "(no nested loops)"
+
+
+def lazy_skips(
+    checkpoints: dict[int, dict[str, int]], selected: list[int], reexecute: set[str]
+) -> Callable[[int, Iterable[str]], frozenset[str]]:
+    """For a lazy outer replay: per main iteration, the nested loops it skips without restoring
+    anything, because no selected iteration lies between it and the loop's next checkpoint
+    (the rule ``ReplaySession._not_needed`` applies when the replay runs)."""
+    chosen = sorted(selected)
+    by_loop: dict[str, list[int]] = {}
+    for index in sorted(checkpoints):
+        for loop in checkpoints[index]:
+            by_loop.setdefault(loop, []).append(index)
+
+    def unneeded(index: int, loops: Iterable[str]) -> frozenset[str]:
+        first = bisect.bisect_left(chosen, index)
+        out = set()
+        for loop in loops:
+            if loop in reexecute:
+                continue
+            checkpointed = by_loop.get(loop, [])
+            at = bisect.bisect_right(checkpointed, index)
+            if first == len(chosen) or (
+                at < len(checkpointed) and chosen[first] > checkpointed[at]
+            ):
+                out.add(loop)
+        return frozenset(out)
+
+    return unneeded
 
 
 def combine_levels(levels: list[str]) -> str:
@@ -264,11 +303,16 @@ class CostModel:
         skippable: dict[str, int],
         reexecute: set[str],
         pace: float | None = None,
+        unneeded: frozenset[str] = frozenset(),
     ) -> float:
-        """An iteration whose nested loops are skipped where a checkpoint exists."""
+        """An iteration whose nested loops are skipped where a checkpoint exists (and, in a lazy
+        replay, without restoring anything where no selected iteration needs them)."""
         pace = self.pace if pace is None else pace
         seconds = timings.iterations.get(index, 0.0) * pace
         for loop, loop_seconds in timings.nested.get(index, {}).items():
+            if loop in unneeded:
+                seconds -= loop_seconds * pace
+                continue
             if loop in reexecute or loop not in skippable:
                 continue
             seconds += self.restore(skippable[loop]) - loop_seconds * pace
@@ -285,8 +329,10 @@ class CostModel:
         main_exit_bytes: int | None,
         skip_main_loop: bool,
         pace: float | None = None,
+        selected: list[int] | None = None,
     ) -> tuple[float, str]:
-        """(seconds, basis) for one task, at ``pace`` (default: the model's)."""
+        """(seconds, basis) for one task, at ``pace`` (default: the model's). ``selected``: the
+        iterations a lazy outer replay needs (None: every one)."""
         pace = self.pace if pace is None else pace
         if level == "full":
             return timings.total * pace, "the recorded run's duration (whole script re-executed)"
@@ -311,19 +357,26 @@ class CostModel:
         outer = full_time = 0.0
         restored: dict[str, int] = {}
         rerun: dict[str, int] = {}
+        skipped: dict[str, int] = {}
+        unneeded = lazy_skips(checkpoints, selected, reexecute) if selected is not None else None
         for index in iterations:
             if index in full:
                 full_time += timings.iterations.get(index, 0.0) * pace
             else:
                 skippable = checkpoints.get(index, {})
-                outer += self.outer_iteration(timings, index, skippable, reexecute, pace)
+                nested = timings.nested.get(index, {})
+                dropped = unneeded(index, nested) if unneeded is not None else frozenset()
+                outer += self.outer_iteration(timings, index, skippable, reexecute, pace, dropped)
                 for loop in timings.nested.get(index, {}):
-                    done = restored if loop in skippable and loop not in reexecute else rerun
+                    if loop in dropped:
+                        done = skipped
+                    else:
+                        done = restored if loop in skippable and loop not in reexecute else rerun
                     done[loop] = done.get(loop, 0) + 1
         seconds += outer + full_time
         if len(iterations) > len(full):
             parts.append(
-                f"{len(iterations) - len(full)} iterations {nested_work(restored, rerun)} "
+                f"{len(iterations) - len(full)} iterations {nested_work(restored, rerun, skipped)} "
                 f"{outer:.2f}s"
             )
         if full:

@@ -397,8 +397,9 @@ def build_plan(
                 data.main_exit[1] if data.main_exit else None,
                 skip_main,
             )
-            seconds, basis = model.task(*shape)
-            raw_seconds, raw_bases[task_id] = model.task(*shape, pace=1.0)
+            chosen = plan.iterations if plan.lazy else None
+            seconds, basis = model.task(*shape, selected=chosen)
+            raw_seconds, raw_bases[task_id] = model.task(*shape, pace=1.0, selected=chosen)
             if run_suffix:
                 seconds += data.timings.suffix * model.pace
                 raw_seconds += data.timings.suffix
