@@ -57,16 +57,18 @@ def script_start_dir() -> Path:
     """The directory of the running script, or the cwd for REPLs and ``-c``; in a Jupyter kernel
     or IPython, the notebook's directory when known (``sys.argv[0]`` is then
     ``ipykernel_launcher`` or the ``ipython`` command, not the user's script)."""
-    argv0 = sys.argv[0] if sys.argv else ""
     shell_dir = _shell_start_dir() if "IPython" in sys.modules else None
-    # a script, also when IPython runs it (`%run train.py`, `ipython train.py`)
-    script = argv0.endswith(".py") and os.path.basename(argv0) != "ipykernel_launcher.py"
-    if argv0 not in ("", "-c", "-m") and os.path.isfile(argv0) and (shell_dir is None or script):
+    if shell_dir is not None:
+        return shell_dir
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0 and argv0 not in ("-c", "-m") and os.path.isfile(argv0):
         return Path(argv0).resolve().parent
-    return shell_dir if shell_dir is not None else Path.cwd()
+    return Path.cwd()
 
 
 def _shell_start_dir() -> Path | None:
+    """The notebook's directory (else the cwd) when the caller is code of an IPython cell; None
+    outside IPython and for a script IPython runs (``%run train.py``, ``ipython train.py``)."""
     from .notebook.kernel import start_dir
 
     return start_dir()

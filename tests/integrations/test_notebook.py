@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ import pytest
 import retrolog
 from retrolog.notebook.cells import _fallback, cell_to_python, notebook_script
 
-from ..conftest import git
+from ..conftest import git, script_env
 from .notebooks import Kernel, write_notebook
 
 LOOP = """\
@@ -99,6 +101,35 @@ def test_a_script_run_by_percent_run_is_a_script_run(project: Path) -> None:
         k.run("%run train.py")
     runs = retrolog.runs()
     assert list(runs["script"]) == ["train.py", "train.py"]  # one run per %run, as before
+
+
+def test_the_ipython_terminal_records_into_the_working_directorys_project(project: Path) -> None:
+    """``python -m IPython`` (``sys.argv[0]`` is IPython's ``__main__.py`` in site-packages):
+    inputs are cells, the project is the working directory's, a run lasts until commit()."""
+    (project / "sub").mkdir()
+    inputs = [
+        "import retrolog",
+        "lr = retrolog.arg('lr', 0.5)",
+        "for i in retrolog.loop('e', range(2)): retrolog.log('x', i * lr)\n",
+        "print('open:', retrolog.runs()['status'].tolist())",
+        "retrolog.commit()",
+        "exit()",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "IPython", "--simple-prompt", "--no-banner"],
+        input="\n".join(inputs) + "\n",
+        cwd=project / "sub",
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "open: ['running']" in proc.stdout, proc.stdout + proc.stderr
+    runs = retrolog.runs()
+    assert list(runs["status"]) == ["finished"] and list(runs["lr"]) == [0.5]
+    assert retrolog.dataframe("x")["x"].tolist() == [0.0, 0.5]
+    code = git(project, "show", f"{runs['version'].iloc[0]}:sub/ipython_session.py")
+    assert "lr = retrolog.arg('lr', 0.5)" in code and "retrolog.loop('e'" in code
 
 
 @pytest.mark.parametrize(

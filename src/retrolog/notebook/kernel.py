@@ -80,9 +80,10 @@ def _notebook(sh: Any | None) -> tuple[Path, bool] | None:
 
 def start_dir() -> Path | None:
     """Where a run of this process's cells finds its project (the notebook's directory, else the
-    working directory), or None when no IPython shell runs cells here."""
+    working directory), or None when no IPython shell runs cells here or the caller is a script
+    that IPython runs (``%run train.py``: its project is the script's)."""
     sh = shell()
-    if sh is None:
+    if sh is None or not cell_code_calling():
         return None
     notebook = notebook_path(sh)
     return notebook.parent if notebook is not None else Path.cwd()
