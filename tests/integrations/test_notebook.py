@@ -78,18 +78,23 @@ def test_a_run_spans_cells_and_lives_in_the_notebooks_project(project: Path) -> 
 
 
 def test_without_a_notebook_path_the_kernels_directory_decides(project: Path) -> None:
-    write_notebook(project / "train.ipynb", ["import retrolog"])
+    cells = ["import retrolog", "x = retrolog.arg('x', 3)\nretrolog.log('x', x)"]
+    notebook = write_notebook(project / "train.ipynb", cells)
     other = project / "other"
     other.mkdir()
     with Kernel(project) as k:  # no JPY_SESSION_NAME: the directory's only notebook
-        k.run("import retrolog")
-        k.run("retrolog.log('x', 1)")
+        k.run_all(notebook)
     with Kernel(other) as k:  # no notebook at all: the working directory's repository
         k.run("import retrolog")
         k.run("retrolog.log('x', 2)")
     runs = retrolog.runs()
     assert list(runs["script"]) == ["train.ipynb.py", "<interactive>"]
     assert list(runs["status"]) == ["finished", "finished"]
+    # a statement in a new last cell of the saved notebook (no loop here: the whole code runs)
+    write_notebook(notebook, [*cells, "retrolog.log('twice', 2 * x)"])
+    report = retrolog.replay("twice", workers=1)
+    assert [(r.level, r.fidelity) for r in report.runs] == [("full", "reproduced")]
+    assert retrolog.dataframe("twice")["twice"].tolist() == [6]
 
 
 def test_a_script_run_by_percent_run_is_a_script_run(project: Path) -> None:
