@@ -98,6 +98,38 @@ def test_a_changed_dataset_gives_two_data_versions_usable_in_where(project: Path
     assert second in table.stdout
 
 
+def test_data_versions_are_columns_of_dataframe_and_select_replays(project: Path) -> None:
+    """dataframe() carries data.<name> beside the run columns; a WHERE over it filters values
+    and picks the runs a replay works on ("replay the runs trained on this data")."""
+    older, newer = record_two_runs(project)
+    runs = retrolog.runs(project=project).set_index("run_id")
+    first, second = runs.loc[older, "data.train"], runs.loc[newer, "data.train"]
+    frame = retrolog.dataframe("loss", project=project)
+    assert list(frame.columns) == [
+        "run_id",
+        "start_time",
+        "version",
+        "script",
+        "data.train",
+        "epoch",
+        "loss",
+    ]
+    assert frame.groupby("run_id")["data.train"].first().to_dict() == {
+        older: first,
+        newer: second,
+    }
+    mine = retrolog.dataframe("loss", where=f"\"data.train\" = '{second}'", project=project)
+    assert set(mine["run_id"]) == {newer} and len(mine) == 3
+    summary = retrolog.dataframe(project=project)
+    assert summary.set_index("run_id").loc[older, "data.train"] == first
+    write_script(project, NEW_STATEMENT)
+    report = replay("half", project=project, where=f"\"data.train\" = '{second}'")
+    assert [p.run_id for p in report.plan.runs if not p.skipped] == [newer]
+    assert {r.run_id: r.fidelity for r in report.runs}[newer] == "reproduced"
+    halves = retrolog.dataframe("half", project=project)
+    assert set(halves.dropna(subset=["half"])["run_id"]) == {newer}
+
+
 def test_replay_refuses_runs_whose_data_changed_and_attributes_divergence(
     project: Path,
 ) -> None:

@@ -24,6 +24,7 @@ from .fastpath import nested_frames
 from .where import filter_rows, identifiers
 
 RUN_COLUMNS = ["run_id", "start_time", "version", "script"]
+DATA_PREFIX = "data."  # data version columns (relational/data_versions.py)
 
 
 def _bind_list(prefix: str, items: Sequence[Any]) -> tuple[str, dict[str, Any]]:
@@ -222,12 +223,12 @@ def dataframe(
         frame = runs_table.merge(
             _wide(both.astype({"value": object})), left_on="run", right_index=True, how="left"
         )
-        return _finish(frame.drop(columns=["run"]), where)
+        return _finish(_with_data_versions(store, frame).drop(columns=["run"]), where)
 
     # a run column asked for by name (``dataframe("script")``) is there already, once
     names = tuple(n for n in dict.fromkeys(names) if n not in RUN_COLUMNS)
     if not names:
-        return _finish(runs_table.drop(columns=["run"]), where)
+        return _finish(_with_data_versions(store, runs_table).drop(columns=["run"]), where)
     asked = names
     names = (*names, *_where_only_names(store, where, names, set(args["name"])))
     arg_names = [n for n in names if n in set(args["name"])]
@@ -266,21 +267,39 @@ def dataframe(
     else:
         frame = pd.DataFrame(columns=["run"])
     frame = runs_table.merge(frame, on="run", how="inner")
-    for name in names:
-        if name not in frame.columns:
-            frame[name] = np.nan
     loop_cols = [
         c
         for c in frame.columns
         if c not in names and c not in RUN_COLUMNS and c not in ("run", "_order")
     ]
+    frame = _with_data_versions(store, frame)
+    for name in names:
+        if name not in frame.columns:
+            frame[name] = np.nan
+    data_cols = [c for c in frame.columns if c.startswith(DATA_PREFIX) and c not in names]
     frame = frame.sort_values(["run", "_order"] if "_order" in frame else ["run"], kind="stable")
-    frame = frame[[*RUN_COLUMNS, *loop_cols, *names]]
+    frame = frame[[*RUN_COLUMNS, *data_cols, *loop_cols, *names]]
     for name in names:  # object columns of plain numbers become numeric again after the merges
         if frame[name].dtype == object:
             with contextlib.suppress(ValueError, TypeError):
                 frame[name] = pd.to_numeric(frame[name])
     return _finish(frame, where).drop(columns=[n for n in names if n not in asked])
+
+
+def _with_data_versions(store: Store, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (with a ``run`` key column) plus a ``data.<name>`` column per data name any run
+    recorded with ``retrolog.data`` (docs/data-versions.md), right after the run columns; the
+    same frame when no run recorded one."""
+    from .data_versions import data_frame
+
+    versions = data_frame(store)
+    if versions.empty or not len(versions.columns):
+        return frame
+    merged = frame.merge(versions, left_on="run", right_index=True, how="left")
+    data_cols = list(versions.columns)
+    front = [c for c in ("run", *RUN_COLUMNS) if c in merged.columns]
+    rest = [c for c in merged.columns if c not in front and c not in data_cols]
+    return merged[[*front, *data_cols, *rest]]
 
 
 def _where_only_names(

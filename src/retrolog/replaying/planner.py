@@ -602,11 +602,18 @@ def _select(
     table: list[dict[str, Any]] = []
     levels: dict[str, str | None] = {}
     out: dict[str, set[tuple[int, ...]]] = {}
+    data_columns = _data_columns(store, [runs[p.run_id].key for p in plans]) if where else {}
     for plan in plans:
         data = runs[plan.run_id]
         assert plan.version is not None
         main_name = data.main_loop
-        base = {"run_id": data.run_id, "version": data.version, "script": data.script, **data.args}
+        base = {
+            "run_id": data.run_id,
+            "version": data.version,
+            "script": data.script,
+            **data.args,
+            **data_columns.get(data.key, {}),
+        }
         rows: list[dict[str, Any]]
         if plan.level == "inner":
             inner_names = set(reaches[plan.run_id].loops) or data.nested_loops
@@ -634,6 +641,20 @@ def _select(
         coord = () if levels[row["run_id"]] in ("prefix", "suffix") else tuple(row["_coord"])
         out.setdefault(row["run_id"], set()).add(coord)
     return out
+
+
+def _data_columns(store: Database, run_keys: Sequence[int]) -> dict[int, dict[str, str]]:
+    """Per run key, its data versions as the columns ``runs()`` and ``dataframe()`` show
+    (``data.<name>``: the digest's first hex digits, or "missing"), for ``--where``."""
+    from ..record.data import SHORT
+    from .datacheck import recorded_versions
+
+    columns: dict[int, dict[str, str]] = {}
+    for key, rows in recorded_versions(store, run_keys).items():
+        for _run, name, _path, kind, digest, _algo, _manifest in rows:
+            shown = "missing" if kind == "missing" else str(digest)[:SHORT]
+            columns.setdefault(key, {})[f"data.{name}"] = shown
+    return columns
 
 
 def _narrow_to_siblings(
