@@ -25,12 +25,14 @@ from typing import Any
 
 from .._warn import warn_once
 from ..record import api
+from ..record import values as V
 from ..record.args import ArgumentError
 from ..record.replay_session import ReplayDone, ReplaySession
 from ..record.session import RunSession
 
 MAIN = "epoch"
 NESTED = "step"
+PENDING = 256  # batch tensors read at once
 LAZY = "lazy"  # skip an epoch's batches without restoring anything (nothing selected observes it)
 
 
@@ -65,7 +67,8 @@ class LoopDriver:
         self.skip: str | None = None  # None: run the epoch's batches; LAZY; or a manifest digest
         self.skipping = False  # batches of the current epoch are being skipped right now
         self._rows: Any = None
-        self.steps_run = 0  # batches executed in this process (tests and benchmarks read it)
+        self._pending: list[tuple[str, Any, int]] = []  # batch tensors, converted in bulk
+        self._pending_since = 0.0
 
     # -- session -----------------------------------------------------------------------------
     def start(self) -> RunSession | None:
@@ -145,7 +148,6 @@ class LoopDriver:
         if self.steps == 0:
             self._steps_t0 = time.perf_counter()
         self.steps += 1
-        self.steps_run += 1
         cid = s.new_context(NESTED, index, index)
         s.ctx, s.depth = cid, 2
         self.step_open = True
@@ -194,6 +196,7 @@ class LoopDriver:
         if s is None or self.epoch is None:
             return
         self.end_step()
+        self.flush_tensors()
         if self.steps:
             elapsed = self._steps_t1 - self._steps_t0
             s.events.append(("timing", "nested", NESTED, self.epoch_ctx, None, elapsed, self.steps))
@@ -227,6 +230,7 @@ class LoopDriver:
         if s is None or self.epoch is None:
             return
         self.end_step()
+        self.flush_tensors()
         elapsed = time.perf_counter() - self._epoch_t0
         s.events.append(("timing", "iteration", MAIN, self.epoch_ctx, self.epoch, elapsed, None))
         s.ctx, s.depth = 0, 0
@@ -251,6 +255,41 @@ class LoopDriver:
         raise ReplayDone()
 
     # -- values ------------------------------------------------------------------------------
+    def log_tensor(self, name: str, value: Any) -> None:
+        """Record a one-element tensor logged in a batch without reading it now: ``.item()`` per
+        batch would wait for the device each time. Read in bulk (one wait) every PENDING rows,
+        every second, and where the batches end, at the coordinates where it was logged."""
+        s = self.session
+        if s is None or self.broken:
+            return
+        pending = self._pending
+        if not pending:
+            self._pending_since = time.perf_counter()
+        pending.append((name, value.detach(), s.ctx))
+        if len(pending) >= PENDING or time.perf_counter() - self._pending_since > 1.0:
+            self.flush_tensors()
+
+    def flush_tensors(self) -> None:
+        """Turn the pending tensors into rows of the run (see log_tensor)."""
+        pending, self._pending = self._pending, []
+        s = self.session
+        if not pending or s is None:
+            return
+        try:
+            numbers = _read_all([value for _, value, _ in pending])
+        except Exception as exc:
+            warn_once(f"{self.framework}:tensors", f"retrolog: logged values lost: {exc!r}")
+            return
+        rows = s.rows
+        for (name, _, ctx), number in zip(pending, numbers, strict=True):
+            if name not in s.valid_names:
+                problem = V.check_name(name)
+                if problem:
+                    warn_once(f"name:{name!r}", f"retrolog: {name!r} not recorded: {problem}")
+                    continue
+                s.valid_names.add(name)
+            rows.append((name, number, ctx))
+
     def log(self, name: str, value: Any) -> None:
         """Record a value the framework logged, at the current loop coordinates."""
         if self.session is None or self.broken:
@@ -259,6 +298,15 @@ class LoopDriver:
             api.log(name, value)
         except Exception as exc:
             warn_once(f"{self.framework}:log:{name}", f"retrolog: {name!r} not recorded: {exc!r}")
+
+
+def _read_all(tensors: list[Any]) -> list[Any]:
+    """Python numbers of one-element tensors: one device read for those of one dtype."""
+    torch = sys.modules["torch"]
+    if len({(t.dtype, t.device) for t in tensors}) == 1:
+        values: list[Any] = torch.stack([t.reshape(()) for t in tensors]).tolist()
+        return values
+    return [t.item() for t in tensors]
 
 
 def rng_state() -> dict[str, Any]:

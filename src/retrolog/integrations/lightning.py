@@ -19,10 +19,11 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 from ..record import api
+from ..record.args import ArgumentError
 from .driver import LoopDriver, rng_state, scratch_dir, set_rng_state
 
 PACKAGES = ("lightning.pytorch", "pytorch_lightning")
@@ -129,6 +130,8 @@ class _Hooks:
             return
         try:
             action()
+        except ArgumentError:  # the user's --kwargs: an error before training, as for scripts
+            raise
         except Exception as exc:  # a run never dies because retrolog failed (replay re-raises)
             self.driver.fail(where, exc)
 
@@ -164,8 +167,8 @@ class _Hooks:
         if datamodule is not None:
             hparams.update(dict(getattr(datamodule, "hparams", {}) or {}))
         hparams.update(dict(getattr(pl_module, "hparams", {}) or {}))
-        if hparams:
-            api.args(hparams)
+        if hparams:  # as a namespace: --kwargs cannot change a module already built (refused)
+            api.args(SimpleNamespace(**hparams))
         objects: dict[str, Any] = {"model": pl_module}
         for i, optimizer in enumerate(trainer.optimizers):
             objects["optimizer" if i == 0 else f"optimizer_{i}"] = optimizer
@@ -215,8 +218,11 @@ class _Hooks:
         on_epoch = kwargs.get("on_epoch")
         on_step = in_step if on_step is None else bool(on_step)
         on_epoch = (not in_step) if on_epoch is None else bool(on_epoch)
-        if in_step and on_step and _scalar(value):
-            driver.log(name, value)
+        if in_step and on_step:
+            if hasattr(value, "detach") and value.numel() == 1:
+                driver.log_tensor(name, value)
+            elif _scalar(value):
+                driver.log(name, value)
         if on_epoch:
             self._epoch_keys[f"{name}_epoch" if on_step else name] = None
 
@@ -254,6 +260,7 @@ class _Hooks:
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         def start() -> None:
             self.driver.end_step()
+            self.driver.flush_tensors()
             self.validated = True
 
         self._guard("on_validation_start", start)

@@ -22,11 +22,13 @@ import dataclasses
 import enum
 import json
 import sys
+from types import SimpleNamespace
 from typing import Any
 
 from transformers import Trainer, TrainerCallback
 
 from ..record import api
+from ..record.args import ArgumentError
 from .driver import LoopDriver, scratch_dir
 
 CORE_ARGS = (
@@ -149,6 +151,8 @@ class RetrologCallback(TrainerCallback):
             return
         try:
             action()
+        except ArgumentError:  # the user's --kwargs: an error before training, as for scripts
+            raise
         except Exception as exc:  # a run never dies because retrolog failed (replay re-raises)
             self.driver.fail(where, exc)
 
@@ -180,7 +184,8 @@ class RetrologCallback(TrainerCallback):
             return
         trainer = self.trainer if self.trainer is not None else _find_trainer()
         self.trainer = trainer
-        api.args(training_args(args))
+        # as a namespace: --kwargs cannot change arguments the Trainer already uses (refused)
+        api.args(SimpleNamespace(**training_args(args)))
         objects: dict[str, Any] = {"model": kwargs.get("model")}
         if kwargs.get("optimizer") is not None:
             objects["optimizer"] = kwargs["optimizer"]
