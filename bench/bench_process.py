@@ -9,7 +9,18 @@ already exists (one untimed warm-up run each). Pairs run in turn, the order alte
 the overhead of a pair is tracked / bare - 1, and the median over pairs is the figure (pairing
 keeps it meaningful when the machine's speed drifts). Wall time is measured from outside.
 
-Usage: python bench/bench_process.py [--pairs N] [--quick]
+Two ways to run a pair:
+
+- ``--mode concurrent`` (the default): bare and tracked start at the same moment, each pinned to
+  its own core (``taskset``), the cores swapped every pair, so both meet the same machine (other
+  load, frequency, the host's neighbours) for the whole of their run. Conservative: retrolog's
+  background threads (flusher, checkpoint writer, snapshot) share the tracked run's one core
+  instead of using a spare one, so their work counts in full against it.
+- ``--mode sequential``: one after the other, the order alternating (a spare core for the
+  background threads, but the two runs of a pair meet different machine conditions: on a shared
+  VM their wall times differ by +-20% between identical runs).
+
+Usage: python bench/bench_process.py [--pairs N] [--quick] [--mode concurrent|sequential]
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import argparse
 import os
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import common as C
 from bench_e2e import strip_retrolog
@@ -25,7 +37,11 @@ from bench_e2e import strip_retrolog
 WORKLOAD = C.WORKERS / "mlp_train.py"
 
 
-def run(quick: bool, pairs: int = 5) -> dict[str, object]:
+def _pinned(core: int | None) -> list[str]:
+    return ["taskset", "-c", str(core)] if core is not None else []
+
+
+def run(quick: bool, pairs: int = 5, mode: str = "concurrent") -> dict[str, object]:
     source = WORKLOAD.read_text()
     if quick:
         source = source.replace('retrolog.arg("epochs", 10)', 'retrolog.arg("epochs", 2)')
@@ -40,16 +56,26 @@ def run(quick: bool, pairs: int = 5) -> dict[str, object]:
     loads: list[float] = []
     for name, repo in repos.items():  # warm-up: the store exists, bytecode is cached
         C.run_timed([C.python_of("retrolog"), "train.py"], repo, env, repo.parent / f"{name}.log")
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    concurrent = mode == "concurrent" and len(cores) == 2
     for pair in range(pairs):
         order = ("bare", "tracked") if pair % 2 == 0 else ("tracked", "bare")
         loads.append(os.getloadavg()[0])
-        for name in order:
+
+        def one(name: str, core: int | None) -> tuple[float, float]:
             repo = repos[name]
-            wall, cpu = C.run_timed(
-                [C.python_of("retrolog"), "train.py"], repo, env, repo.parent / f"{name}.log"
-            )
-            walls[name].append(wall)
-            cpus[name].append(cpu)
+            cmd = [*_pinned(core), C.python_of("retrolog"), "train.py"]
+            return C.run_timed(cmd, repo, env, repo.parent / f"{name}.log")
+
+        if concurrent:
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                futures = {name: pool.submit(one, name, core) for name, core in zip(order, cores)}
+                timed = {name: future.result() for name, future in futures.items()}
+        else:
+            timed = {name: one(name, None) for name in order}
+        for name in order:
+            walls[name].append(timed[name][0])
+            cpus[name].append(timed[name][1])
         print(
             f"  pair {pair + 1}: bare {walls['bare'][-1]:.2f} s, tracked {walls['tracked'][-1]:.2f} s "
             f"({100 * (walls['tracked'][-1] / walls['bare'][-1] - 1):+.2f}%)",
@@ -61,6 +87,7 @@ def run(quick: bool, pairs: int = 5) -> dict[str, object]:
         C.remove_tree(repo)
     result = {
         "pairs": pairs,
+        "mode": "concurrent" if concurrent else "sequential",
         "bare_wall": C.spread(walls["bare"]),
         "tracked_wall": C.spread(walls["tracked"]),
         "overhead_pct_median": 100 * statistics.median(ratios),
@@ -97,9 +124,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--mode", choices=["concurrent", "sequential"], default="concurrent")
     opts = parser.parse_args()
     started = time.time()
-    result = run(opts.quick, opts.pairs)
+    result = run(opts.quick, opts.pairs, opts.mode)
     path = C.save(
         "process", {"machine": C.machine(), "code": C.code_state(), "started": started, **result}
     )
