@@ -84,12 +84,15 @@ def test_without_a_notebook_path_the_kernels_directory_decides(project: Path) ->
     other.mkdir()
     with Kernel(project) as k:  # no JPY_SESSION_NAME: the directory's only notebook
         k.run_all(notebook)
+    vscode = write_notebook(project / "nbs" / "vs.ipynb", ["import retrolog"])
     with Kernel(other) as k:  # no notebook at all: the working directory's repository
         k.run("import retrolog")
-        k.run("retrolog.log('x', 2)")
+        k.run("retrolog.log('x', 2)\nretrolog.commit()")
+        k.run(f"__vsc_ipynb_file__ = {str(vscode)!r}")  # what VS Code sets in its kernels
+        k.run("retrolog.log('x', 3)")
     runs = retrolog.runs()
-    assert list(runs["script"]) == ["train.ipynb.py", "<interactive>"]
-    assert list(runs["status"]) == ["finished", "finished"]
+    assert list(runs["script"]) == ["train.ipynb.py", "<interactive>", "nbs/vs.ipynb.py"]
+    assert list(runs["status"]) == ["finished"] * 3
     # a statement in a new last cell of the saved notebook (no loop here: the whole code runs)
     write_notebook(notebook, [*cells, "retrolog.log('twice', 2 * x)"])
     report = retrolog.replay("twice", workers=1)
