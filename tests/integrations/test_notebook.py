@@ -6,9 +6,12 @@ notebook today into that code and re-executes it (values equal to reference runs
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -98,6 +101,43 @@ def test_without_a_notebook_path_the_kernels_directory_decides(project: Path) ->
     report = retrolog.replay("twice", workers=1)
     assert [(r.level, r.fidelity) for r in report.runs] == [("full", "reproduced")]
     assert retrolog.dataframe("twice")["twice"].tolist() == [6]
+
+
+FOREVER = """\
+for epoch in retrolog.loop("epoch", range(10_000)):
+    for step in retrolog.loop("step", range(3)):
+        retrolog.log("loss", lr * (epoch * 3 + step))
+    time.sleep(0.05)
+"""
+
+
+def test_a_training_cell_stopped_by_an_interrupt_is_replayed(project: Path) -> None:
+    """The kernel's interrupt (SIGINT) stops the loop cell: the run stays open, ends
+    `interrupted`, and keeps that cell's code, so its recorded epochs can be replayed."""
+    cells = [
+        "import time\nimport retrolog",
+        'lr = retrolog.arg("lr", 0.5)',
+        FOREVER,
+        "retrolog.commit()",
+    ]
+    notebook = write_notebook(project / "train.ipynb", cells)
+    with Kernel(project, JPY_SESSION_NAME=str(notebook)) as k:
+        pid = int(k.run("import os\nprint(os.getpid())"))
+        k.run(cells[0])
+        k.run(cells[1])
+        threading.Timer(1.5, os.kill, (pid, signal.SIGINT)).start()  # the frontend's Stop
+        assert "KeyboardInterrupt" in k.run(cells[2], error=True)
+        k.run(cells[3])
+    runs = retrolog.runs()
+    assert list(runs["status"]) == ["interrupted"]
+    assert runs["error"].iloc[0].startswith("cell [4]: KeyboardInterrupt")
+    assert retrolog.dataframe("loss")["epoch"].max() >= 3
+    cells[2] = FOREVER + '    retrolog.log("seen", lr * epoch)\n'  # today: an outer statement
+    write_notebook(notebook, cells)
+    report = retrolog.replay("seen", where="epoch <= 2", workers=1)
+    assert [r.level for r in report.plan.runs] == ["outer"]
+    assert [r.fidelity for r in report.runs] == ["reproduced"]
+    assert retrolog.dataframe("seen")["seen"].tolist() == [0.0, 0.5, 1.0]
 
 
 def test_a_script_run_by_percent_run_is_a_script_run(project: Path) -> None:

@@ -6,7 +6,8 @@
   directory; never ``sys.argv[0]`` (``ipykernel_launcher`` in site-packages).
 - **A run spans cells**: from the first retrolog call to ``retrolog.commit()`` or the kernel's
   end. A cell that raises does not end it; the run ends ``failed`` (``interrupted`` for a
-  KeyboardInterrupt) naming the last such cell, and that cell's code is left out of its script.
+  KeyboardInterrupt) naming the last such cell, and that cell's code is left out of its script
+  (an interrupted cell's is kept: it ran as written until it was stopped).
 - **Version.** The working tree is snapshotted at the run's start as for a script; at its end the
   cells the kernel executed (in execution order, from IPython's history: every cell since the
   kernel started except those of earlier runs of this kernel) are added as ``<nb>.ipynb.py``
@@ -170,7 +171,7 @@ class CellWatcher:
             warn_once(
                 "nb-cell-error",
                 "retrolog: a cell raised during a run: the run stays open (its code leaves that "
-                "cell out); retrolog.commit() ends it, as failed",
+                "cell out, unless it was interrupted); retrolog.commit() ends it, as failed",
             )
 
     def position(self) -> int:
@@ -245,7 +246,10 @@ class NotebookSession(RunSession):
             status = "interrupted" if last.interrupted else "failed"
             error = f"{last.label}: {last.error}"
         try:
-            self._version_code([Cell(c.source, c.error) for _, c in cells])
+            # a cell stopped by an interrupt is kept: its code ran as written until it was stopped
+            # (as for a script stopped by Ctrl-C); one that raised would raise again in a replay
+            code = [Cell(c.source, None if c.interrupted else c.error) for _, c in cells]
+            self._version_code(code)
         except Exception as exc:  # the run still ends, with the working tree's version
             warn_once(
                 "nb-version", f"retrolog: could not add the executed cells to the version: {exc}"
