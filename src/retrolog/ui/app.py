@@ -18,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..project import Project
+from ..store import views
 from . import gitinfo, queries, replays
 from .data import data_view
 from .db import Reader
@@ -140,7 +141,7 @@ def create_app(
         if not chosen and all_names:
             chosen = [all_names[0]]
         run_ids, note, error = _select_runs(reader, chosen, _split(runs), where)
-        arg_names = sorted({r[0] for r in reader.rows("SELECT DISTINCT name FROM args")})
+        arg_names = views.arg_names(reader)
         return page(
             request,
             "metrics.html",
@@ -380,7 +381,7 @@ def _select_runs(
             note = f"{note}; {slow}" if note else slow
         return chosen, note, None
     chosen = default_runs(reader, names, DEFAULT_RUNS)
-    total = reader.rows("SELECT count(*) FROM runs")[0][0]
+    total = views.run_count(reader)
     note = None
     if total > len(chosen) and len(chosen) == DEFAULT_RUNS:
         note = (

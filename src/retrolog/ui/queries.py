@@ -1,7 +1,8 @@
 """The UI's read queries: run listing with last metric values, run details, versions, replays.
 
-All SQL here is read-only and binds every value (see ``db.Reader``). Queries the relational layer
-already answers (``runs()``, ``describe_run()``, ``filter_frame()``) are reused as they are.
+The SQL is the store's (``store/views.py``), run read-only through ``db.Reader``. Queries the
+relational layer already answers (``runs()``, ``describe_run()``, ``filter_frame()``) are reused
+as they are.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import pandas as pd
 
 from ..record.values import from_cell
 from ..relational import QueryError, describe_run, filter_frame, runs
-from .db import Reader, bind_list
+from ..store import views
+from .db import Reader
 from .replays import propagations
 
 MAX_METRIC_COLUMNS = 40
@@ -35,19 +37,10 @@ FACT_COLUMNS = [
     "notes",
 ]
 
-_NAMES_SQLITE = """
-WITH RECURSIVE n(name) AS (
-  SELECT min(name) FROM logs
-  UNION ALL SELECT (SELECT min(name) FROM logs WHERE name > n.name) FROM n WHERE n.name IS NOT NULL
-)
-SELECT name FROM n WHERE name IS NOT NULL
-"""  # a skip-scan over ix_logs_name_run: one index probe per distinct name
-
 
 def metric_names(reader: Reader) -> list[str]:
     """Every name logged in the project, sorted."""
-    sql = _NAMES_SQLITE if reader.is_sqlite else "SELECT DISTINCT name FROM logs ORDER BY name"
-    return reader.cached("names", lambda: [r[0] for r in reader.rows(sql)])
+    return reader.cached("names", lambda: views.metric_names(reader))
 
 
 def numeric_names(reader: Reader) -> list[str]:
@@ -56,65 +49,16 @@ def numeric_names(reader: Reader) -> list[str]:
 
 
 def _numeric_names(reader: Reader) -> list[str]:
-    out = []
-    for name in metric_names(reader):
-        found = reader.rows(
-            "SELECT 1 FROM logs WHERE name = :n AND value_num IS NOT NULL LIMIT 1", {"n": name}
-        )
-        if found:
-            out.append(name)
-    return out
+    return [name for name in metric_names(reader) if views.has_numeric_value(reader, name)]
 
 
 def last_values(reader: Reader, names: list[str]) -> pd.DataFrame:
-    """The last value of each of ``names`` in each run: recorded values first, else hindsight.
-
-    On SQLite the last recorded row of (name, run) is the one with the highest rowid (rows are
-    inserted in ``seq`` order), found with one probe of ``ix_logs_name_run`` per pair; pairs whose
-    newest row came from a replay are resolved exactly with a second, ordered query.
-    """
+    """The last value of each of ``names`` in each run: recorded values first, else hindsight
+    (``views.last_value_rows``)."""
     columns = ["run_id", "name", "vtype", "value_num", "value_text", "replay_id"]
     if not names:
         return pd.DataFrame(columns=[*columns, "value"])
-    values = ", ".join(f"(:n{i})" for i in range(len(names)))
-    params = {f"n{i}": name for i, name in enumerate(names)}
-    exact_order = (
-        "ORDER BY (replay_id IS NULL) DESC, "
-        "CASE WHEN replay_id IS NULL THEN seq ELSE ctx_id END DESC, seq DESC"
-    )
-    if reader.is_sqlite:
-        sql = f"""
-            WITH n(name) AS (VALUES {values}),
-            p AS (SELECT r.id AS run, r.run_id AS run_id, n.name AS name,
-                    (SELECT rowid FROM logs WHERE name = n.name AND run = r.id
-                     ORDER BY rowid DESC LIMIT 1) AS rid
-                  FROM runs r CROSS JOIN n)
-            SELECT p.run_id, p.name, l.vtype, l.value_num, l.value_text, l.replay_id, p.run
-            FROM p JOIN logs l ON l.rowid = p.rid
-        """
-        rows = reader.rows(sql, params)
-        fixed = []
-        for row in rows:
-            if row[5] is None:
-                fixed.append(row[:6])
-                continue
-            exact = reader.rows(
-                "SELECT vtype, value_num, value_text, replay_id FROM logs "
-                f"WHERE name = :n AND run = :r {exact_order} LIMIT 1",
-                {"n": row[1], "r": row[6]},
-            )
-            fixed.append((row[0], row[1], *exact[0]))
-        rows = fixed
-    else:
-        sql = f"""
-            SELECT r.run_id, x.name, x.vtype, x.value_num, x.value_text, x.replay_id FROM (
-              SELECT run, name, vtype, value_num, value_text, replay_id,
-                     ROW_NUMBER() OVER (PARTITION BY run, name {exact_order}) AS rn
-              FROM logs WHERE name IN (SELECT name FROM (VALUES {values}) AS n(name))
-            ) x JOIN runs r ON r.id = x.run WHERE x.rn = 1
-        """
-        rows = reader.rows(sql, params)
-    frame = pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(views.last_value_rows(reader, names), columns=columns)
     frame["value"] = [
         from_cell(t, n, x)
         for t, n, x in zip(frame["vtype"], frame["value_num"], frame["value_text"])
@@ -213,51 +157,24 @@ def sort_runs(frame: pd.DataFrame, column: str, descending: bool) -> pd.DataFram
 
 def run_keys(reader: Reader, run_ids: list[str]) -> dict[str, int]:
     """run_id -> internal key for the given public ids (unknown ids are left out)."""
-    if not run_ids:
-        return {}
-    rows = reader.rows_in("SELECT run_id, id FROM runs WHERE run_id IN ({in})", run_ids)
-    return {r[0]: int(r[1]) for r in rows}
+    return views.run_keys(reader, run_ids)
 
 
 def run_detail(reader: Reader, run_id: str) -> dict[str, Any]:
     """Facts, args and metric summary (``describe_run``), checkpoints and timing summary."""
     report = describe_run(run_id, project=reader.project, with_diff=False)
     key = run_keys(reader, [report["run_id"]])[report["run_id"]]
-    ckpt_columns = [
-        "loop",
-        "iteration",
-        "ctx_id",
-        "bytes_total",
-        "bytes_new",
-        "capture_seconds",
-        "write_seconds",
-        "manifest",
-    ]
-    report["checkpoints"] = [
-        dict(zip(ckpt_columns, row))
-        for row in reader.rows(
-            f"SELECT {', '.join(ckpt_columns)} FROM checkpoints WHERE run = :r ORDER BY ctx_id, loop",
-            {"r": key},
-        )
-    ]
+    report["checkpoints"] = views.run_checkpoints(reader, key)
     report["timings"] = [
-        {"kind": k, "loop": loop, "count": int(n), "seconds": s}
-        for k, loop, n, s in reader.rows(
-            "SELECT kind, loop, count(*), sum(seconds) FROM timings WHERE run = :r "
-            "GROUP BY kind, loop ORDER BY CASE kind WHEN 'prefix' THEN 0 WHEN 'iteration' THEN 1 "
-            "WHEN 'nested' THEN 2 ELSE 3 END, loop",
-            {"r": key},
-        )
+        {"kind": k, "loop": loop, "count": n, "seconds": s}
+        for k, loop, n, s in views.run_timing_summary(reader, key)
     ]
     return report
 
 
 def versions_list(reader: Reader) -> list[dict[str, Any]]:
     """Distinct code versions in order of their first run, with their runs and propagations."""
-    rows = reader.rows(
-        "SELECT run_id, version, status, start_time, git_head, git_branch, git_dirty, script "
-        "FROM runs ORDER BY start_time, run_id"
-    )
+    rows = views.run_versions(reader)
     by_version: dict[str | None, dict[str, Any]] = {}
     for run_id, version, status, start, head, branch, dirty, script in rows:
         entry = by_version.setdefault(
@@ -294,11 +211,10 @@ def versions_list(reader: Reader) -> list[dict[str, Any]]:
 
 def known_versions(reader: Reader) -> set[str]:
     """Every version a run recorded (what a diff may name besides HEAD)."""
-    return {r[0] for r in reader.rows("SELECT DISTINCT version FROM runs") if r[0]}
+    return views.known_versions(reader)
 
 
 __all__ = [
-    "bind_list",
     "known_versions",
     "last_values",
     "metric_names",

@@ -1,6 +1,7 @@
 """The UI's read queries about replays: the list, one replay in detail, plan summaries, and how
 statements were propagated to each version (tables ``replays``, ``replay_tasks``, ``replay_runs``,
-``propagations``; shapes in docs/data-model.md). Read-only, values bound."""
+``propagations``; shapes in docs/data-model.md). The SQL is the store's (``store/replays.py``),
+run read-only through ``db.Reader``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ import json
 import textwrap
 from typing import Any
 
+from ..store import replays as stored
+from ..store.replays import (
+    FIDELITY_COLUMNS,
+    PROPAGATION_COLUMNS,
+    REPLAY_COLUMNS,
+    TASK_COLUMNS,
+)
 from .db import Reader
 
 
@@ -20,79 +28,14 @@ def _json(text: str | None) -> Any:
         return text
 
 
-PROPAGATION_COLUMNS = [
-    "replay_id",
-    "version",
-    "script",
-    "line",
-    "scope",
-    "renames",
-    "confidence",
-    "refused",
-    "inserted",
-]
-
-
 def propagations(reader: Reader, replay_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """version -> how each replay's statements were propagated to it (or why not)."""
-    cols = ", ".join(f"p.{c}" for c in PROPAGATION_COLUMNS)
-    sql = (
-        f"SELECT {cols}, r.names, r.created, r.status FROM propagations p "
-        "LEFT JOIN replays r ON r.replay_id = p.replay_id"
-    )
-    params: dict[str, Any] = {}
-    if replay_id is not None:
-        sql += " WHERE p.replay_id = :rid"
-        params["rid"] = replay_id
-    sql += " ORDER BY r.created, p.replay_id, p.version"
     out: dict[str, list[dict[str, Any]]] = {}
-    for row in reader.rows(sql, params):
-        item = dict(zip([*PROPAGATION_COLUMNS, "names", "created", "replay_status"], row))
+    for item in stored.propagation_rows(reader, replay_id):
         for key in ("scope", "renames", "names"):
             item[key] = _json(item[key])
         out.setdefault(item["version"], []).append(item)
     return out
-
-
-REPLAY_COLUMNS = [
-    "replay_id",
-    "created",
-    "finished",
-    "status",
-    "names",
-    "statements",
-    "script",
-    "where_clause",
-    "workers",
-    "plan",
-    "estimate_seconds",
-    "actual_seconds",
-    "error",
-]
-TASK_COLUMNS = [
-    "task_id",
-    "run_id",
-    "version",
-    "level",
-    "iterations",
-    "status",
-    "attempts",
-    "progress",
-    "estimate_seconds",
-    "actual_seconds",
-    "started",
-    "finished",
-    "log",
-]
-FIDELITY_COLUMNS = [
-    "run_id",
-    "fidelity",
-    "compared",
-    "mismatches",
-    "max_abs_diff",
-    "detail",
-    "stored",
-]
 
 
 LIVE_STATUSES = ("planned", "running")
@@ -106,21 +49,13 @@ def _task_progress(status: str, progress: float | None) -> float:
 
 def replays_list(reader: Reader) -> list[dict[str, Any]]:
     """Every replay, newest first, with task counts, overall progress and fidelity counts."""
-    cols = ", ".join(c for c in REPLAY_COLUMNS if c not in ("plan", "statements"))
-    replays = [
-        dict(zip([c for c in REPLAY_COLUMNS if c not in ("plan", "statements")], row))
-        for row in reader.rows(f"SELECT {cols} FROM replays ORDER BY created DESC")
-    ]
+    replays = stored.replay_summaries(reader)
     tasks: dict[str, list[tuple[str, float | None, float | None]]] = {}
-    for rid, status, progress, estimate in reader.rows(
-        "SELECT replay_id, status, progress, estimate_seconds FROM replay_tasks"
-    ):
+    for rid, status, progress, estimate in stored.task_states(reader):
         tasks.setdefault(rid, []).append((status, progress, estimate))
     fidelity: dict[str, dict[str, int]] = {}
-    for rid, kind, count in reader.rows(
-        "SELECT replay_id, fidelity, count(*) FROM replay_runs GROUP BY replay_id, fidelity"
-    ):
-        fidelity.setdefault(rid, {})[kind or "unchecked"] = int(count)
+    for rid, kind, count in stored.fidelity_counts(reader):
+        fidelity.setdefault(rid, {})[kind or "unchecked"] = count
     for replay in replays:
         replay["names"] = _json(replay["names"])
         replay.update(task_summary(tasks.get(replay["replay_id"], [])))
@@ -211,25 +146,14 @@ def plan_summary(plan: Any) -> dict[str, Any]:
 
 def replay_detail(reader: Reader, replay_id: str) -> dict[str, Any]:
     """One replay: its row, parsed plan, tasks, fidelity per run and propagations."""
-    rows = reader.rows(
-        f"SELECT {', '.join(REPLAY_COLUMNS)} FROM replays WHERE replay_id = :rid",
-        {"rid": replay_id},
-    )
-    if not rows:
+    replay = stored.replay_row(reader, replay_id)
+    if replay is None:
         raise LookupError(f"no replay {replay_id!r}")
-    replay = dict(zip(REPLAY_COLUMNS, rows[0]))
     replay["names"] = _json(replay["names"])
     replay["statements"] = textwrap.dedent(replay["statements"] or "").strip() or None
     replay["plan_json"] = _json(replay["plan"])
     replay["plan_summary"] = plan_summary(replay["plan_json"])
-    replay["tasks"] = [
-        dict(zip(TASK_COLUMNS, row))
-        for row in reader.rows(
-            f"SELECT {', '.join(TASK_COLUMNS)} FROM replay_tasks WHERE replay_id = :rid "
-            "ORDER BY task_id",
-            {"rid": replay_id},
-        )
-    ]
+    replay["tasks"] = stored.replay_task_rows(reader, replay_id)
     for task in replay["tasks"]:
         task["iterations"] = _json(task["iterations"])
         task["iterations_text"] = task_iterations(task["level"], task["iterations"])
@@ -237,14 +161,7 @@ def replay_detail(reader: Reader, replay_id: str) -> dict[str, Any]:
     replay.update(
         task_summary([(t["status"], t["progress"], t["estimate_seconds"]) for t in replay["tasks"]])
     )
-    replay["runs"] = [
-        dict(zip(FIDELITY_COLUMNS, row))
-        for row in reader.rows(
-            f"SELECT {', '.join(FIDELITY_COLUMNS)} FROM replay_runs WHERE replay_id = :rid "
-            "ORDER BY run_id",
-            {"rid": replay_id},
-        )
-    ]
+    replay["runs"] = stored.replay_run_rows(reader, replay_id)
     for run in replay["runs"]:
         run["detail"] = _json(run["detail"])
     replay["propagations"] = [
@@ -252,3 +169,19 @@ def replay_detail(reader: Reader, replay_id: str) -> dict[str, Any]:
     ]
     replay["live"] = replay["status"] in LIVE_STATUSES
     return replay
+
+
+__all__ = [
+    "FIDELITY_COLUMNS",
+    "LIVE_STATUSES",
+    "PROPAGATION_COLUMNS",
+    "REPLAY_COLUMNS",
+    "TASK_COLUMNS",
+    "plan_summary",
+    "propagations",
+    "ranges",
+    "replay_detail",
+    "replays_list",
+    "task_iterations",
+    "task_summary",
+]

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..record.values import from_cell
+from ..store import views
 from .db import Reader
 from .downsample import lttb, minmax_many
 
@@ -46,33 +47,17 @@ _ROW_COLUMNS = [
 
 def default_runs(reader: Reader, names: list[str], limit: int = DEFAULT_RUNS) -> list[str]:
     """The newest ``limit`` runs that logged any of ``names`` (one index probe per run)."""
-    if not names:
-        return []
-    binds = ", ".join(f":n{i}" for i in range(len(names)))
-    params: dict[str, Any] = {f"n{i}": n for i, n in enumerate(names)}
-    params["limit"] = int(limit)
-    rows = reader.rows(
-        "SELECT r.run_id FROM runs r WHERE EXISTS (SELECT 1 FROM logs l "
-        f"WHERE l.name IN ({binds}) AND l.run = r.id) ORDER BY r.run_id DESC LIMIT :limit",
-        params,
-    )
-    return sorted(r[0] for r in rows)
+    return sorted(views.newest_runs_logging(reader, names, limit))
 
 
 def _runs_meta(reader: Reader, run_ids: list[str]) -> pd.DataFrame:
-    rows = reader.rows_in(
-        "SELECT id, run_id, version, status, start_time, script FROM runs "
-        "WHERE run_id IN ({in}) ORDER BY run_id",
-        run_ids,
-    )
+    rows = views.runs_meta(reader, run_ids)
     return pd.DataFrame(rows, columns=["run", "run_id", "version", "status", "start", "script"])
 
 
 def _args_of(reader: Reader, keys: list[int]) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
-    for run, name, vtype, num, text in reader.rows_in(
-        "SELECT run, name, vtype, value_num, value_text FROM args WHERE run IN ({in})", keys
-    ):
+    for run, name, vtype, num, text in views.args_of_runs(reader, keys):
         out.setdefault(int(run), {})[name] = from_cell(vtype, num, text)
     return out
 
@@ -92,14 +77,7 @@ def _group_label(group_by: str, meta: pd.Series, args: dict[str, Any]) -> str:
 
 def _log_rows(reader: Reader, name: str, keys: list[int]) -> pd.DataFrame:
     """Numeric rows of ``name`` in the given runs, with their innermost loop iteration."""
-    rows = reader.rows_in(
-        "SELECT l.run, l.ctx_id, l.seq, l.value_num, l.replay_id, "
-        "c.name, c.iteration, c.depth, c.parent_id, c.start_time "
-        "FROM logs l LEFT JOIN loops c ON c.run = l.run AND c.ctx_id = l.ctx_id "
-        "WHERE l.name = :name AND l.run IN ({in}) AND l.value_num IS NOT NULL",
-        keys,
-        {"name": name},
-    )
+    rows = views.numeric_log_rows(reader, name, keys)
     return pd.DataFrame.from_records(rows, columns=_ROW_COLUMNS)
 
 
@@ -108,11 +86,7 @@ def _nested_coordinates(reader: Reader, frame: pd.DataFrame, x: str) -> pd.Serie
     keys = sorted({int(r) for r in frame["run"]})
     # iterations per loop instance: (run, parent, loop name) -> count
     counts = pd.DataFrame(
-        reader.rows_in(
-            "SELECT run, parent_id, name, count(*) FROM loops "
-            "WHERE run IN ({in}) AND depth >= 2 GROUP BY run, parent_id, name",
-            keys,
-        ),
+        views.nested_loop_counts(reader, keys),
         columns=["run", "parent_id", "loop", "n"],
     )
     if x == "step":
@@ -130,12 +104,7 @@ def _nested_coordinates(reader: Reader, frame: pd.DataFrame, x: str) -> pd.Serie
     # epoch: climb to the depth-2 ancestor (position inside the main-loop iteration), then to 1
     max_depth = int(frame["depth"].max())
     ancestors = pd.DataFrame(
-        reader.rows_in(
-            "SELECT run, ctx_id, parent_id, depth, name, iteration FROM loops "
-            "WHERE run IN ({in}) AND depth < :d",
-            keys,
-            {"d": max_depth},
-        ),
+        views.loops_above(reader, keys, max_depth),
         columns=["run", "ctx_id", "up_parent", "up_depth", "up_loop", "up_iteration"],
     ).astype({"run": "int64", "ctx_id": "int64"})
     level = frame[["run", "parent_id", "depth", "loop", "iteration"]].astype(
