@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..record.values import Cell, UnsupportedValue, normalise, to_cell
+from ..store import exchange as stored
 from ..store.ingest import RUN_FACTS
 
 IMPORTED = "imported"
@@ -127,51 +128,30 @@ def loop_value(value: Any) -> str | None:
 
 def write_runs(store: Any, runs: list[ImportedRun], result: ImportResult) -> None:
     """Store ``runs`` (see the module docstring); runs whose id the store has are left alone."""
-    from ..store.digest import add_replay_rows
-    from ..store.lite import insert_rows
-
-    tables = store_tables(store)
-    existing = {row[0] for row in store.fetch("SELECT run_id FROM runs")}
+    existing = stored.run_ids(store)
     for run in runs:
         if run.run_id in existing:
             result.present.append(run.run_id)
             continue
         store.ingest(run.run_id, _events(run))
-        key = int(store.fetch("SELECT id FROM runs WHERE run_id = :r", {"r": run.run_id})[0][0])
-        replayed = [r for r in run.logs if r[6] is not None]
-        with store.transaction() as tx:
-            columns = {c: v for c, v in run.run_columns.items() if c in tables.get("runs", ())}
-            if columns:
-                sets = ", ".join(f"{c} = :{c}" for c in columns)
-                tx.execute(f"UPDATE runs SET {sets} WHERE id = :_key", {**columns, "_key": key})
-            by_replay: dict[str, list[dict[str, Any]]] = {}
-            for seq, ctx, name, vtype, num, text, replay_id in replayed:
-                by_replay.setdefault(replay_id, []).append(
-                    {
-                        "run": key,
-                        "seq": seq,
-                        "ctx_id": ctx,
-                        "name": name,
-                        "vtype": vtype,
-                        "value_num": num,
-                        "value_text": text,
-                        "replay_id": replay_id,
-                    }
-                )
-            for replay_id, rows in by_replay.items():
-                insert_rows(tx, "logs", rows)
-                add_replay_rows(tx, key, replay_id, rows)
-            for table, rows in run.extra.items():
-                known = tables.get(table)
-                if not known or "run" not in known or not rows:
-                    continue
-                keep = [{"run": key, **{c: r[c] for c in r if c in known}} for r in rows]
-                tx.execute(_insert_ignoring(table, list(keep[0]), store.is_sqlite), keep)
-            if run.tags and "run_tags" in tables:
-                tags = [{"run": key, "key": k[:200], "value": v} for k, v in run.tags.items()]
-                tx.execute(
-                    _insert_ignoring("run_tags", ["run", "key", "value"], store.is_sqlite), tags
-                )
+        key = stored.run_key(store, run.run_id)
+        by_replay: dict[str, list[dict[str, Any]]] = {}
+        for seq, ctx, name, vtype, num, text, replay_id in run.logs:
+            if replay_id is None:
+                continue
+            by_replay.setdefault(replay_id, []).append(
+                {
+                    "run": key,
+                    "seq": seq,
+                    "ctx_id": ctx,
+                    "name": name,
+                    "vtype": vtype,
+                    "value_num": num,
+                    "value_text": text,
+                    "replay_id": replay_id,
+                }
+            )
+        stored.store_run_extras(store, key, run.run_columns, by_replay, run.extra, run.tags)
         existing.add(run.run_id)
         result.imported.append(run.run_id)
         result.values += len(run.logs)
@@ -179,30 +159,14 @@ def write_runs(store: Any, runs: list[ImportedRun], result: ImportResult) -> Non
 
 def insert_ignoring_present(store: Any, table: str, rows: list[dict[str, Any]]) -> None:
     """Rows of a table not keyed by run (``replays``, ``environments``): a row whose key the store
-    has already is kept as it is."""
-    if rows:
-        with store.transaction() as tx:
-            tx.execute(_insert_ignoring(table, list(rows[0]), store.is_sqlite), rows)
-
-
-def _insert_ignoring(table: str, columns: list[str], sqlite: bool) -> str:
-    """INSERT that keeps a row already present under a unique key (a run name another run has, a
-    tag or an environment stored before). Table and column names are the schema's; values are
-    bound."""
-    sql = (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
-    )
-    return (
-        sql.replace("INSERT", "INSERT OR IGNORE", 1) if sqlite else sql + " ON CONFLICT DO NOTHING"
-    )
+    has already is kept as it is (``store.exchange``)."""
+    stored.insert_ignoring_present(store, table, rows)
 
 
 def store_tables(store: Any) -> dict[str, tuple[str, ...]]:
     """The tables this retrolog's schema defines, with their columns (only those the store has:
     the schema is created and migrated when the store opens)."""
-    from ..store import schema
-
-    return {name: tuple(t.columns.keys()) for name, t in schema.metadata.tables.items()}
+    return stored.schema_tables()
 
 
 def _events(run: ImportedRun) -> list[tuple[Any, ...]]:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..store import exchange as stored
 
 FORMAT = "retrolog-export"
 FORMAT_VERSION = 1
@@ -47,7 +48,6 @@ REPLAY_COLUMNS = (
     "script",
     "where_clause",
 )
-_CHUNK = 500  # run keys per IN (...) list
 
 
 @dataclass
@@ -62,14 +62,14 @@ class ExportResult:
         return [f"exported to {self.out_dir}: {counts}"]
 
 
-def arrow_type(column: Any) -> Any:
-    """The Arrow type of a schema column: 64-bit integers, doubles, or strings."""
+def arrow_type(kind: str) -> Any:
+    """The Arrow type of a schema column's kind (``store.exchange.column_kinds``): 64-bit
+    integers, doubles, or strings."""
     import pyarrow as pa
-    from sqlalchemy import Float, Integer
 
-    if isinstance(column.type, Integer):
+    if kind == "int":
         return pa.int64()
-    if isinstance(column.type, Float):
+    if kind == "float":
         return pa.float64()
     return pa.string()
 
@@ -82,13 +82,13 @@ def select_runs(
     from ..relational import runs as runs_frame
     from ..relational.describe import find_run
 
-    rows = store.fetch("SELECT id, run_id FROM runs ORDER BY run_id")
+    rows = stored.run_keys(store)
     chosen = {r[1] for r in rows}
     if run_ids:
         chosen &= {find_run(store, r)._mapping["run_id"] for r in run_ids}
     if where:
         chosen &= set(runs_frame(project=project, where=where)["run_id"])
-    return [(int(r[0]), str(r[1])) for r in rows if r[1] in chosen]
+    return [(key, run_id) for key, run_id in rows if run_id in chosen]
 
 
 def export_parquet(
@@ -107,7 +107,6 @@ def export_parquet(
             "exporting to Parquet needs pyarrow: pip install 'retrolog[export]'"
         ) from None
     from ..relational import open_store
-    from ..store import schema
 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or _foreign_files(out)):
@@ -126,26 +125,20 @@ def export_parquet(
         result.tables[name] = len(rows)
         written.append(name)
 
-    tables = schema.metadata.tables
-    run_columns = {
-        c.name: arrow_type(c) for c in tables["runs"].columns if c.name not in RUN_SKIPPED
-    }
-    run_rows = [
-        {c: row._mapping[c] for c in run_columns}
-        for keys in _chunks(list(ids))
-        for row in _fetch_in(store, "SELECT * FROM runs WHERE id IN ({})", keys)
-    ]
+    kinds = stored.column_kinds()
+    run_columns = {c: arrow_type(k) for c, k in kinds["runs"].items() if c not in RUN_SKIPPED}
+    run_rows = [{c: row[c] for c in run_columns} for row in stored.run_rows(store, list(ids))]
     write("runs", run_columns, sorted(run_rows, key=lambda r: r["run_id"]))
 
     cell = {"vtype": pa.string(), "value_num": pa.float64(), "value_text": pa.string()}
-    args = _keyed_rows(store, "SELECT * FROM args WHERE run IN ({})", ids, ("name",))
+    args = _keyed_rows(store, "args", ids, ("name",))
     write("args", {"run_id": pa.string(), "name": pa.string(), **cell}, args)
 
     loop_columns = {
         "run_id": pa.string(),
-        **{c.name: arrow_type(c) for c in tables["loops"].columns if c.name != "run"},
+        **{c: arrow_type(k) for c, k in kinds["loops"].items() if c != "run"},
     }
-    loops = _keyed_rows(store, "SELECT * FROM loops WHERE run IN ({})", ids, ("ctx_id",))
+    loops = _keyed_rows(store, "loops", ids, ("ctx_id",))
     write("loops", loop_columns, loops)
 
     metrics = _metrics(store, ids, loops)
@@ -166,37 +159,28 @@ def export_parquet(
     )
 
     replay_ids = sorted({m["replay_id"] for m in metrics if m["replay_id"]})
-    replays = [
-        dict(row._mapping)
-        for chunk in _chunks(replay_ids)
-        for row in _fetch_in(
-            store,
-            f"SELECT {', '.join(REPLAY_COLUMNS)} FROM replays WHERE replay_id IN ({{}})",
-            chunk,
-        )
-    ]
+    replays = stored.replay_rows(store, replay_ids, REPLAY_COLUMNS)
     write(
         "replays",
-        {c.name: arrow_type(c) for c in tables["replays"].columns if c.name in REPLAY_COLUMNS},
+        {c: arrow_type(k) for c, k in kinds["replays"].items() if c in REPLAY_COLUMNS},
         replays,
     )
 
-    for name, table in tables.items():
+    for name, table_kinds in kinds.items():
         if name in CORE or name in NOT_EXPORTED:
             continue
-        columns = {c.name: arrow_type(c) for c in table.columns}
+        columns = {c: arrow_type(k) for c, k in table_kinds.items()}
         if "run" in columns:
             del columns["run"]
-            rows = _keyed_rows(store, f"SELECT * FROM {name} WHERE run IN ({{}})", ids, ())
+            rows = _keyed_rows(store, name, ids, ())
             write(name, {"run_id": pa.string(), **columns}, rows)
         else:
-            rows = [dict(r._mapping) for r in store.fetch(f"SELECT * FROM {name}")]
-            write(name, columns, rows)
+            write(name, columns, stored.table_rows(store, name))
 
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "schema_version": schema.SCHEMA_VERSION,
+        "schema_version": stored.SCHEMA_VERSION,
         "created": time.time(),
         "tables": result.tables,
     }
@@ -214,29 +198,13 @@ def _foreign_files(out: Path) -> bool:
     return any(not (n == MANIFEST or n.endswith(".parquet")) for n in names)
 
 
-def _chunks(items: list[Any]) -> Iterator[list[Any]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
-def _fetch_in(store: Any, sql: str, values: list[Any]) -> list[Any]:
-    """``sql`` with its ``{}`` replaced by a bound list of ``values``."""
-    if not values:
-        return []
-    binds = {f"v{i}": v for i, v in enumerate(values)}
-    return store.fetch(sql.format(", ".join(":" + b for b in binds)), binds)
-
-
 def _keyed_rows(
-    store: Any, sql: str, ids: dict[int, str], order: tuple[str, ...]
+    store: Any, table: str, ids: dict[int, str], order: tuple[str, ...]
 ) -> list[dict[str, Any]]:
     """Rows of a table keyed by ``run``, with the run's public id instead of its key."""
     out = []
-    for keys in _chunks(list(ids)):
-        for row in _fetch_in(store, sql, keys):
-            record = dict(row._mapping)
-            record = {"run_id": ids[int(record.pop("run"))], **record}
-            out.append(record)
+    for record in stored.rows_of_runs(store, table, list(ids)):
+        out.append({"run_id": ids[int(record.pop("run"))], **record})
     out.sort(key=lambda r: (r["run_id"], *(r[c] for c in order)))
     return out
 
@@ -262,27 +230,22 @@ def _metrics(store: Any, ids: dict[int, str], loops: list[dict[str, Any]]) -> li
         return paths[key]
 
     out = []
-    for keys in _chunks(list(ids)):
-        sql = (
-            "SELECT run, seq, name, vtype, value_num, value_text, replay_id, ctx_id "
-            "FROM logs WHERE run IN ({})"
+    for row in stored.log_rows(store, list(ids)):
+        run_id = ids[int(row.run)]
+        out.append(
+            {
+                "run_id": run_id,
+                "seq": row.seq,
+                "name": row.name,
+                "vtype": row.vtype,
+                "value_num": row.value_num,
+                "value_text": row.value_text,
+                "value": _number(row.vtype, row.value_num, row.value_text),
+                "replay_id": row.replay_id,
+                "ctx_id": row.ctx_id,
+                "path": path(run_id, int(row.ctx_id)),
+            }
         )
-        for row in _fetch_in(store, sql, keys):
-            run_id = ids[int(row.run)]
-            out.append(
-                {
-                    "run_id": run_id,
-                    "seq": row.seq,
-                    "name": row.name,
-                    "vtype": row.vtype,
-                    "value_num": row.value_num,
-                    "value_text": row.value_text,
-                    "value": _number(row.vtype, row.value_num, row.value_text),
-                    "replay_id": row.replay_id,
-                    "ctx_id": row.ctx_id,
-                    "path": path(run_id, int(row.ctx_id)),
-                }
-            )
     out.sort(key=lambda r: (r["run_id"], r["seq"]))
     return out
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from ..errors import UsageError
 from ..record.values import from_cell
-from .export import ExportResult, _fetch_in, select_runs
+from ..store import exchange as stored
+from .export import ExportResult, select_runs
 
 _STATUS = {
     "finished": "FINISHED",
@@ -78,7 +79,7 @@ def export_mlflow(
         client = MlflowClient(tracking_uri=uri)
         experiments: dict[str, str] = {}
         for key, run_id in selected:
-            run = store.fetch("SELECT * FROM runs WHERE id = :k", {"k": key})[0]
+            run = stored.run_row(store, key)
             script = f"retrolog:{run.script or '?'}"
             if script not in experiments:
                 found = client.get_experiment_by_name(script)
@@ -102,11 +103,7 @@ def export_mlflow(
             mlflow_id = created.info.run_id
             params = [
                 Param(mlflow_key(r.name), _text(from_cell(r.vtype, r.value_num, r.value_text)))
-                for r in _fetch_in(
-                    store,
-                    "SELECT name, vtype, value_num, value_text FROM args WHERE run IN ({})",
-                    [key],
-                )
+                for r in stored.run_args(store, key)
             ]
             metrics, skipped = _metrics(store, key, start_ms, Metric)
             for i in range(0, len(params), 100):  # MLflow's log_batch limit on params
@@ -130,12 +127,7 @@ def _text(value: Any) -> str:
 
 def _metrics(store: Any, key: int, start_ms: int, metric: Any) -> tuple[list[Any], int]:
     """The run's numeric values as MLflow metrics, and how many values could not be."""
-    rows = store.fetch(
-        "SELECT l.seq, l.name, l.vtype, l.value_num, l.value_text, l.ctx_id, l.replay_id, c.start_time "
-        "FROM logs l LEFT JOIN loops c ON c.run = l.run AND c.ctx_id = l.ctx_id "
-        "WHERE l.run = :k",
-        {"k": key},
-    )
+    rows = stored.timed_log_rows(store, key)
     recorded = {(r.ctx_id, r.name) for r in rows if r.replay_id is None}
     steps: dict[str, int] = {}
     out, skipped = [], 0
