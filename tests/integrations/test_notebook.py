@@ -19,7 +19,7 @@ import pytest
 import retrolog
 from retrolog.notebook.cells import _fallback, cell_to_python, notebook_script
 
-from ..conftest import git, script_env
+from ..conftest import git, run_python, script_env
 from .notebooks import Kernel, write_notebook
 
 LOOP = """\
@@ -138,6 +138,30 @@ def test_a_training_cell_stopped_by_an_interrupt_is_replayed(project: Path) -> N
     assert [r.level for r in report.plan.runs] == ["outer"]
     assert [r.fidelity for r in report.runs] == ["reproduced"]
     assert retrolog.dataframe("seen")["seen"].tolist() == [0.0, 0.5, 1.0]
+
+
+def test_a_statement_in_a_module_the_notebook_imports(project: Path) -> None:
+    """The new statement is in helpers.py, which the notebook imports (and another recorded
+    script does not): replay finds the notebook's runs through its saved cells' imports."""
+    (project / "helpers.py").write_text("def score(x):\n    return x * 2\n")
+    (project / "other.py").write_text("import retrolog\nretrolog.log('other', 1)\n")
+    cells = [
+        "import retrolog\nfrom helpers import score",
+        "for e in retrolog.loop('epoch', range(3)):\n    retrolog.log('s', score(e))",
+    ]
+    notebook = write_notebook(project / "train.ipynb", cells)
+    git(project, "add", ".")
+    git(project, "commit", "-q", "-m", "notebook, helpers, another script")
+    run_python(project, "other.py")
+    with Kernel(project, JPY_SESSION_NAME=str(notebook)) as k:
+        k.run_all(notebook)
+    (project / "helpers.py").write_text(
+        "import retrolog\n\n\ndef score(x):\n    retrolog.log('half', x / 2)\n    return x * 2\n"
+    )
+    report = retrolog.replay("half", workers=1)
+    assert report.plan.script == "train.ipynb.py"
+    assert [r.fidelity for r in report.runs] == ["reproduced"]
+    assert retrolog.dataframe("half")["half"].tolist() == [0.0, 0.5, 1.0]
 
 
 def test_a_script_run_by_percent_run_is_a_script_run(project: Path) -> None:

@@ -26,6 +26,7 @@ from .codebase import (
     imported_files,
     new_statements,
     python_files_today,
+    today_source,
     version_script,
 )
 from .datacheck import check_data
@@ -577,8 +578,8 @@ def _imports_any(root: Path, script: str, files: dict[str, str]) -> bool:
     """Whether today's ``script`` imports one of ``files`` (path -> text), directly or through
     another of them."""
     try:
-        source = (root / script).read_text()
-    except (OSError, UnicodeDecodeError):
+        source = today_source(root, script)  # a notebook's script: its saved notebook's cells
+    except (OSError, UnicodeDecodeError, ValueError):
         return False
     return len(imported_files(script, {**files, script: source})) > 1
 
