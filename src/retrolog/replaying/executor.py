@@ -2,7 +2,7 @@
 ``run(jobs, on_event)`` returns one result per job, ``close()`` lets go of what the executor
 holds, and ``capabilities`` says what it can do, so callers ask rather than test its type.
 
-Engines: ``fork`` (the fork server, ``forkserver.py``; the default), ``process`` (a plain
+Engines: ``fork`` (the fork server, ``forkserver/``; the default), ``process`` (a plain
 subprocess per attempt, here), ``ray`` (``ray_executor.py``) and ``slurm`` (submitit,
 ``slurm_executor.py``). ``create_executor(name, ...)`` builds one by name; a new engine is one
 module with a ``create(workers, **options)`` function, listed in ``ENGINES``.
