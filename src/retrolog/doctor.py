@@ -26,6 +26,7 @@ from .errors import StoreError
 from .project import Project
 from .record.journal import inspect_journal, is_orphan, journal_paths, recover_orphans
 from .store import digest
+from .store import maintenance as stored
 from .store.ingest import SCHEMA_VERSION
 from .store.recover import recover_sqlite
 
@@ -137,11 +138,7 @@ def repair(project: Project) -> Report:
 def _check_sqlite_file(path: Path, report: Report) -> bool:
     """Integrity of the SQLite file; True when it can be used."""
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-        try:
-            rows = [r[0] for r in conn.execute("PRAGMA integrity_check(20)")]
-        finally:
-            conn.close()
+        rows = stored.integrity_check(path, 20)
     except sqlite3.DatabaseError as exc:
         report.add(PROBLEM, "integrity", f"the file cannot be read as a database ({exc})")
         return False
@@ -163,8 +160,7 @@ def _open(project: Project, report: Report) -> Any:
 
 
 def _check_schema(store: Any, report: Report) -> None:
-    found = store.fetch("SELECT value FROM retrolog_meta WHERE key = 'schema_version'")
-    version = int(found[0][0]) if found else None
+    version = stored.schema_version(store)
     if store.migrated:
         report.add(OK, "schema", f"migrated to version {version}: {'; '.join(store.migrated)}")
     elif version == SCHEMA_VERSION:
@@ -203,7 +199,7 @@ def _check_journals(project: Project, report: Report) -> None:
 
 
 def _check_versions(project: Project, store: Any, report: Report) -> None:
-    runs = store.fetch("SELECT run_id, version FROM runs WHERE version IS NOT NULL")
+    runs = stored.run_versions(store)
     if not runs:
         report.add(OK, "versions", "no run points to a code version")
         return
@@ -250,7 +246,7 @@ def _missing_commits(root: Path, commits: list[str]) -> list[str]:
 
 
 def _check_checkpoints(project: Project, store: Any, report: Report) -> None:
-    rows = store.fetch("SELECT r.run_id, c.manifest FROM checkpoints c JOIN runs r ON r.id = c.run")
+    rows = stored.run_manifests(store)
     if not rows:
         report.add(OK, "checkpoints", "no checkpoints")
         return
@@ -292,20 +288,11 @@ def _check_checkpoints(project: Project, store: Any, report: Report) -> None:
 
 
 def _digest_rows(store: Any) -> list[tuple[Any, ...]]:
-    return store.fetch(
-        "SELECT d.run, r.run_id, d.scope, d.rows, d.digest FROM digests d "
-        "JOIN runs r ON r.id = d.run ORDER BY r.run_id, d.scope"
-    )
+    return stored.digest_rows(store)
 
 
 def _recomputed(store: Any, run_key: int, scope: str) -> tuple[int, str]:
-    condition = "replay_id IS NULL" if scope == digest.RECORDED else "replay_id = :s"
-    rows = store.fetch(
-        f"SELECT seq, ctx_id, name, vtype, value_num, value_text FROM logs "
-        f"WHERE run = :r AND {condition}",
-        {"r": run_key, "s": scope},
-    )
-    return digest.recompute(rows)
+    return digest.recompute(stored.digest_scope_rows(store, run_key, scope))
 
 
 def _check_digests(store: Any, report: Report) -> None:
@@ -345,14 +332,13 @@ def _lost_rows(store: Any) -> list[str]:
 
 
 def _holdings(store: Any) -> str:
-    runs = store.fetch("SELECT count(*) FROM runs")[0][0]
-    logs = store.fetch("SELECT count(*) FROM logs")[0][0]
+    runs, logs = stored.holdings(store)
     return f"the recovered store holds {runs} run(s) and {logs} logged value(s)"
 
 
 def _orphan_rows(store: Any) -> list[str]:
     """Rows whose run row did not survive."""
-    count = store.fetch("SELECT count(*) FROM logs WHERE run NOT IN (SELECT id FROM runs)")[0][0]
+    count = stored.orphan_log_rows(store)
     return [f"{count} logged value(s) whose run's own row was lost"] if count else []
 
 

@@ -17,14 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, select
-
 from .errors import UsageError
 from .project import Project
 from .relational.access import open_store, resolve_project
 from .relational.cache import drop_cache
 from .relational.describe import find_run
-from .store import schema
+from .store import maintenance as stored
+from .store.runs import run_ids as stored_run_ids
+from .store.runs import run_states
 from .versions import GitRepo
 
 
@@ -50,16 +50,7 @@ def delete_runs(run_ids: Sequence[str], project: Project | str | Path | None = N
             raise MaintenanceError(f"run {row.run_id} is still running")
     keys = [int(row.id) for row in rows]
     ids = [row.run_id for row in rows]
-    with store.writer.begin() as conn:
-        for table in (schema.logs, schema.loops, schema.args, schema.timings, schema.checkpoints):
-            conn.execute(delete(table).where(table.c.run.in_(keys)))
-        for table in (schema.replay_runs, schema.replay_tasks):
-            conn.execute(delete(table).where(table.c.run_id.in_(ids)))
-        for table in (schema.run_names, schema.run_tags, schema.run_notes, schema.run_environment):
-            conn.execute(delete(table).where(table.c.run.in_(keys)))  # issue 15: labels, env
-        dv = schema.data_versions  # issue 15: data versions (record/data.py)
-        conn.execute(delete(dv).where(dv.c.run.in_(keys)))
-        conn.execute(delete(schema.runs).where(schema.runs.c.id.in_(keys)))
+    stored.delete_run_rows(store, keys, ids)
     if store.path is not None:  # its marks assume rows are only ever added
         drop_cache(store.path)
     if proj.in_git:
@@ -85,8 +76,7 @@ def collect_garbage(
             "gc would delete the blobs of checkpoints they are writing. Run it when they finish."
         )
     objects = open_object_store(proj.objects_url)
-    with store.reader.connect() as conn:
-        live = [row[0] for row in conn.execute(select(schema.checkpoints.c.manifest))]
+    live = stored.checkpoint_manifests(store)
     return gc(objects, live, dry_run=dry_run)
 
 
@@ -98,11 +88,9 @@ def disk_usage(project: Project | str | Path | None = None) -> tuple[list[RunUsa
     proj = resolve_project(project)
     store = open_store(proj)
     objects = open_object_store(proj.objects_url)
-    manifests: dict[int, list[str]] = {}
-    for run_key, manifest in store.fetch("SELECT run, manifest FROM checkpoints"):
-        manifests.setdefault(run_key, []).append(manifest)
+    manifests = stored.manifests_by_run(store)
     out = []
-    for key, run_id, status in store.fetch("SELECT id, run_id, status FROM runs ORDER BY run_id"):
+    for key, run_id, status in run_states(store):
         digests = manifests.get(key, [])
         out.append(
             RunUsage(run_id, status, len(digests), usage(objects, digests) if digests else 0)
@@ -142,7 +130,7 @@ def unreferenced_refs(project: Project | str | Path | None = None) -> list[str]:
     refs = GitRepo(proj.root).run_refs()
     if not refs:
         return []
-    known = {row[0] for row in open_store(proj).fetch("SELECT run_id FROM runs")}
+    known = stored_run_ids(open_store(proj))
     return sorted(r for r in refs if r not in known)
 
 

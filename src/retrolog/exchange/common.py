@@ -21,6 +21,7 @@ from typing import Any
 from ..record.values import Cell, UnsupportedValue, normalise, to_cell
 from ..store import exchange as stored
 from ..store.ingest import RUN_FACTS
+from ..store.runs import run_ids, run_key
 
 IMPORTED = "imported"
 
@@ -128,13 +129,14 @@ def loop_value(value: Any) -> str | None:
 
 def write_runs(store: Any, runs: list[ImportedRun], result: ImportResult) -> None:
     """Store ``runs`` (see the module docstring); runs whose id the store has are left alone."""
-    existing = stored.run_ids(store)
+    existing = run_ids(store)
     for run in runs:
         if run.run_id in existing:
             result.present.append(run.run_id)
             continue
         store.ingest(run.run_id, _events(run))
-        key = stored.run_key(store, run.run_id)
+        key = run_key(store, run.run_id)
+        assert key is not None  # just ingested
         by_replay: dict[str, list[dict[str, Any]]] = {}
         for seq, ctx, name, vtype, num, text, replay_id in run.logs:
             if replay_id is None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..store import exchange as stored
+from ..store.runs import all_run_keys
 
 FORMAT = "retrolog-export"
 FORMAT_VERSION = 1
@@ -82,7 +83,7 @@ def select_runs(
     from ..relational import runs as runs_frame
     from ..relational.describe import find_run
 
-    rows = stored.run_keys(store)
+    rows = all_run_keys(store)
     chosen = {r[1] for r in rows}
     if run_ids:
         chosen &= {find_run(store, r)._mapping["run_id"] for r in run_ids}

@@ -56,11 +56,6 @@ def _table(name: str) -> str:
 
 
 # -- export ------------------------------------------------------------------------------------
-def run_keys(db: Fetches) -> list[tuple[int, str]]:
-    """``(runs.id, run_id)`` of every run, by run id."""
-    return [(int(r[0]), str(r[1])) for r in db.fetch("SELECT id, run_id FROM runs ORDER BY run_id")]
-
-
 def run_rows(db: Fetches, keys: Sequence[int]) -> list[Row]:
     """Whole ``runs`` rows of the given run keys."""
     return [dict(r._mapping) for r in fetch_in(db, "SELECT * FROM runs WHERE id IN ({in})", keys)]
@@ -121,16 +116,6 @@ def timed_log_rows(db: Fetches, key: int) -> list[Any]:
 
 
 # -- import ------------------------------------------------------------------------------------
-def run_ids(db: Fetches) -> set[str]:
-    """Every run id the store holds."""
-    return {row[0] for row in db.fetch("SELECT run_id FROM runs")}
-
-
-def run_key(db: Fetches, run_id: str) -> int:
-    """The key of a run the store holds."""
-    return int(db.fetch("SELECT id FROM runs WHERE run_id = :r", {"r": run_id})[0][0])
-
-
 def store_run_extras(
     db: Database,
     key: int,
@@ -195,9 +180,6 @@ __all__ = [
     "replay_rows",
     "rows_of_runs",
     "run_args",
-    "run_ids",
-    "run_key",
-    "run_keys",
     "run_row",
     "run_rows",
     "schema_tables",

@@ -94,18 +94,6 @@ def last_value_rows(db: Reads, names: Sequence[str]) -> list[tuple[Any, ...]]:
     return fixed
 
 
-def run_keys(db: Fetches, run_ids: Sequence[str]) -> dict[str, int]:
-    """run_id -> internal key for the given public ids (unknown ids are left out)."""
-    rows = fetch_in(db, "SELECT run_id, id FROM runs WHERE run_id IN ({in})", run_ids)
-    return {r[0]: int(r[1]) for r in rows}
-
-
-def run_key(db: Fetches, run_id: str) -> int | None:
-    """The internal key of the run ``run_id``, or None."""
-    rows = db.fetch("SELECT id FROM runs WHERE run_id = :r", {"r": run_id})
-    return int(rows[0][0]) if rows else None
-
-
 def run_checkpoints(db: Fetches, key: int) -> list[dict[str, Any]]:
     """A run's checkpoints (``CHECKPOINT_COLUMNS``), in context order."""
     rows = db.fetch(
@@ -224,11 +212,6 @@ def content_counts(db: Fetches) -> tuple[Any, ...]:
 def arg_names(db: Fetches) -> list[str]:
     """Every arg name any run recorded, sorted."""
     return sorted({r[0] for r in db.fetch("SELECT DISTINCT name FROM args")})
-
-
-def run_count(db: Fetches) -> int:
-    """How many runs the store holds."""
-    return int(db.fetch("SELECT count(*) FROM runs")[0][0])
 
 
 def runs_with_data(db: Fetches, limit: int = 200) -> list[tuple[str, int]]:

@@ -19,6 +19,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ..project import Project
 from ..store import views
+from ..store.runs import run_count
 from . import gitinfo, queries, replays
 from .data import data_view
 from .db import Reader
@@ -381,7 +382,7 @@ def _select_runs(
             note = f"{note}; {slow}" if note else slow
         return chosen, note, None
     chosen = default_runs(reader, names, DEFAULT_RUNS)
-    total = views.run_count(reader)
+    total = run_count(reader)
     note = None
     if total > len(chosen) and len(chosen) == DEFAULT_RUNS:
         note = (

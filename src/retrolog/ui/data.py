@@ -6,6 +6,7 @@ from typing import Any
 
 from ..relational.data_versions import diff_data, run_data
 from ..store import views
+from ..store.runs import run_key
 from .db import Reader
 
 
@@ -13,7 +14,7 @@ def data_view(reader: Reader, run_id: str, against: str) -> dict[str, Any]:
     """This run's data versions, the runs that recorded data (newest first, at most 200) and,
     when ``against`` names one of them, the per-name diff (with the files that differ)."""
     keys = dict(views.runs_with_data(reader, 200))
-    own = views.run_key(reader, run_id)
+    own = run_key(reader, run_id)
     mine = run_data(reader, own, manifest=True) if own is not None else []
     diff = None
     if against in keys and against != run_id:

@@ -15,6 +15,7 @@ import pandas as pd
 from ..record.values import from_cell
 from ..relational import QueryError, describe_run, filter_frame, runs
 from ..store import views
+from ..store.runs import run_keys as stored_run_keys
 from .db import Reader
 from .replays import propagations
 
@@ -157,7 +158,7 @@ def sort_runs(frame: pd.DataFrame, column: str, descending: bool) -> pd.DataFram
 
 def run_keys(reader: Reader, run_ids: list[str]) -> dict[str, int]:
     """run_id -> internal key for the given public ids (unknown ids are left out)."""
-    return views.run_keys(reader, run_ids)
+    return stored_run_keys(reader, run_ids)
 
 
 def run_detail(reader: Reader, run_id: str) -> dict[str, Any]:
