@@ -11,14 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from ..project import Project, resolve_project
-from .executor import (
-    Executor,
-    JobResult,
-    UnknownExecutor,
-    WarmExecutor,
-    check_executor_name,
-    create_executor,
-)
+from .engines import check_executor_name, create_executor
+from .executor import Executor, JobResult, UnknownExecutor, WarmExecutor
 from .forkserver import ForkServerExecutor, script_imports
 from .plan import NothingToReplay, Plan, ReplayError
 

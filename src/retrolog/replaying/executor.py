@@ -4,8 +4,7 @@ holds, and ``capabilities`` says what it can do, so callers ask rather than test
 
 Engines: ``fork`` (the fork server, ``forkserver/``; the default), ``process`` (a plain
 subprocess per attempt, here), ``ray`` (``ray_executor.py``) and ``slurm`` (submitit,
-``slurm_executor.py``). ``create_executor(name, ...)`` builds one by name; a new engine is one
-module with a ``create(workers, **options)`` function, listed in ``ENGINES``.
+``slurm_executor.py``). ``engines.create_executor(name, ...)`` builds one by name.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from .guard import ENV as SANDBOX_ENV
 from .guard import wrap_argv
@@ -100,41 +99,8 @@ class WarmExecutor(Executor, Protocol):
     def add_preload(self, modules: Sequence[str]) -> None: ...
 
 
-ENGINES: dict[str, str] = {
-    "ray": "retrolog.replaying.ray_executor",
-    "slurm": "retrolog.replaying.slurm_executor",
-}
-LOCAL_ENGINES = ("fork", "process")
-
-
 class UnknownExecutor(ValueError):
     """An executor name nobody knows, or an engine whose package is not installed."""
-
-
-def check_executor_name(name: str) -> None:
-    """Raise ``UnknownExecutor`` unless ``name`` is an executor's."""
-    if name not in (*LOCAL_ENGINES, "local", *ENGINES):
-        known = ", ".join([*LOCAL_ENGINES, *ENGINES])
-        raise UnknownExecutor(f"unknown executor {name!r} (one of: {known})")
-
-
-def create_executor(name: str, workers: int, **options: Any) -> Executor:
-    """The executor called ``name`` with ``workers`` tasks at once; ``options`` are the engine's
-    (``address`` for Ray; ``partition``, ``time_min``, ``cpus_per_task``, ``mem_gb``, ``folder``
-    for Slurm). Raises ``UnknownExecutor`` with a one-line reason."""
-    import importlib
-
-    if name in ("fork", "local"):
-        from .forkserver import ForkServerExecutor
-
-        return ForkServerExecutor(workers, preload=options.get("preload", ()))
-    if name == "process":
-        return LocalProcessExecutor(workers)
-    check_executor_name(name)
-    module = importlib.import_module(ENGINES[name])
-    given = {k: v for k, v in options.items() if v is not None and k != "preload"}
-    executor: Executor = module.create(workers, **given)
-    return executor
 
 
 class Backend(Protocol):

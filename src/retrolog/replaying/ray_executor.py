@@ -87,7 +87,7 @@ class RayExecutor(RemoteExecutor):
 
 
 def create(workers: int, address: str | None = None, **_: Any) -> RayExecutor:
-    """``executor.create_executor("ray", ...)``: options other than ``address`` are Slurm's."""
+    """``engines.create_executor("ray", ...)``: options other than ``address`` are Slurm's."""
     return RayExecutor(workers, address)
 
 

@@ -119,7 +119,7 @@ def create(
     mem_gb: float | None = None,
     **_: Any,
 ) -> SlurmExecutor:
-    """``executor.create_executor("slurm", ...)``; ``address`` (Ray's) is ignored."""
+    """``engines.create_executor("slurm", ...)``; ``address`` (Ray's) is ignored."""
     return SlurmExecutor(workers, folder, cluster, partition, time_min, cpus_per_task, mem_gb)
 
 
