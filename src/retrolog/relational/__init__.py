@@ -6,9 +6,10 @@ from typing import Any
 import pandas as pd
 
 from ..project import Project
-from .access import QueryError, filter_frame, open_store, run_sql
+from .access import QueryError, open_store, run_sql
 from .describe import describe_run, find_run
 from .frames import dataframe, runs
+from .where import filter_frame
 
 __all__ = [
     "QueryError",

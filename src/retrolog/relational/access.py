@@ -19,21 +19,13 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import text
 
-from ..errors import QueryTimeout, UsageError
 from ..project import Project, open_project_db, resolve_project
 from ..store import Store
 from ..store.limits import QueryLimit, bound_sqlite, current_limit
 from ..store.lite import as_store_error, is_damage
 from ..store.readonly import authorize_read_only
-
-
-class QueryError(UsageError):
-    """User SQL was rejected or failed; the message says why."""
-
-
-class QueryTimedOut(QueryError, QueryTimeout):
-    """User SQL ran past its time limit or lost its client (both ``QueryError`` and
-    ``errors.QueryTimeout``, so every handler of either reports it in one line)."""
+from ..store.where import QueryError, QueryTimedOut
+from ..store.where import explain as _explain
 
 
 def _timed_out(limit: QueryLimit) -> QueryTimedOut:
@@ -209,44 +201,3 @@ def _explain_postgres(exc: Exception, several: bool = False) -> str:
     if state in _WRITE_STATES or syntax or "multiple commands" in message:
         return f"{message}: {_READ_ONLY}"
     return message
-
-
-def _explain(exc: Exception) -> str:
-    message = str(exc)
-    if "not authorized" in message:
-        return f"{message}: queries are read-only (SELECT only; no ATTACH, PRAGMA or writes)"
-    return message
-
-
-def filter_frame(frame: pd.DataFrame, where: str) -> pd.DataFrame:
-    """Rows of ``frame`` matching an SQL WHERE clause, evaluated read-only on an in-memory copy."""
-    if not where or not where.strip():
-        return frame
-    limit = current_limit()
-    conn = sqlite3.connect(":memory:")
-    try:
-        copy = frame.reset_index(drop=True).copy()
-        for column in copy.columns:
-            if pd.api.types.is_datetime64_any_dtype(copy[column]):
-                copy[column] = copy[column].astype("int64") / 1e9
-            elif copy[column].dtype == object:
-                copy[column] = copy[column].map(_sql_scalar)
-        copy["__row__"] = range(len(copy))
-        copy.to_sql("frame", conn, index=False)
-        conn.set_authorizer(authorize_read_only)
-        bound_sqlite(conn, limit)
-        try:
-            rows = [r[0] for r in conn.execute(f"SELECT __row__ FROM frame WHERE {where}")]
-        except sqlite3.Error as exc:
-            if limit.fired:
-                raise _timed_out(limit) from None
-            raise QueryError(f"bad --where {where!r}: {_explain(exc)}") from None
-    finally:
-        conn.close()
-    return frame.iloc[rows]
-
-
-def _sql_scalar(value: Any) -> Any:
-    if value is None or isinstance(value, (int, float, str, bytes)):
-        return value
-    return str(value)

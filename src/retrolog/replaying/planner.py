@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,8 +15,7 @@ from ..errors import MissingVersionError
 from ..project import Project
 from ..record.ranks import replay_refusal
 from ..record.values import from_cell
-from ..store.limits import bound_sqlite, current_limit
-from ..store.readonly import authorize_read_only
+from ..store.where import select_rows
 from ..versions import GitError, GitRepo
 from ..versions.remote import missing_version_message, missing_versions_message
 from .analysis import ScriptStructure, Statement
@@ -636,7 +634,7 @@ def _select(
         if where and data.main_ctx and main_name is not None:
             _add_epoch_metrics(store, data, rows, main_name)
         table.extend(rows)
-    chosen = _filter_rows(table, where) if where else range(len(table))
+    chosen = select_rows(table, where, skip=("_coord",)) if where else range(len(table))
     for index in chosen:
         row = table[index]
         coord = () if levels[row["run_id"]] in ("prefix", "suffix") else tuple(row["_coord"])
@@ -687,7 +685,7 @@ def _check_where(store: Database, where: str) -> None:
         "SELECT DISTINCT name FROM logs",
     ):
         columns += [str(r[0]) for r in store.fetch(sql)]
-    _filter_rows([dict.fromkeys(columns)], where)
+    select_rows([dict.fromkeys(columns)], where)
 
 
 def _add_epoch_metrics(
@@ -707,63 +705,3 @@ def _add_epoch_metrics(
             values.setdefault(ctx_to_main[ctx_id], {})[name] = from_cell(t, n, x)
     for row in rows:
         row.update(values.get(row.get(main_name), {}))  # type: ignore[arg-type]
-
-
-def _filter_rows(rows: Sequence[dict[str, Any]], where: str) -> list[int]:
-    """Indexes of ``rows`` matching an SQL WHERE clause, evaluated read-only in an in-memory
-    SQLite table typed as ``relational.filter_frame`` types a DataFrame (so the same clause selects
-    the same rows), without importing pandas."""
-    if not where.strip():
-        return list(range(len(rows)))
-    columns = list(dict.fromkeys(k for row in rows for k in row if k != "_coord"))
-    types = {c: _sql_type([row.get(c) for row in rows]) for c in columns}
-    conn = sqlite3.connect(":memory:")
-    try:
-        names = ", ".join('"' + c.replace('"', '""') + f'" {types[c]}' for c in columns)
-        conn.execute(f"CREATE TABLE frame ({names}{', ' if columns else ''}__row__ INTEGER)")
-        marks = ", ".join("?" * (len(columns) + 1))
-        conn.executemany(
-            f"INSERT INTO frame VALUES ({marks})",
-            [
-                (*(_sql_cell(row.get(c), types[c]) for c in columns), index)
-                for index, row in enumerate(rows)
-            ],
-        )
-        conn.set_authorizer(authorize_read_only)
-        limit = current_limit()  # store/limits.py: replay --where is bounded like every query
-        bound_sqlite(conn, limit)
-        try:
-            return [r[0] for r in conn.execute(f"SELECT __row__ FROM frame WHERE {where}")]
-        except sqlite3.Error as exc:
-            from ..relational.access import QueryError, QueryTimedOut
-
-            if limit.fired:
-                raise QueryTimedOut(str(limit.error())) from None
-            message = str(exc)
-            if "not authorized" in message:
-                message += ": queries are read-only (SELECT only; no ATTACH, PRAGMA or writes)"
-            raise QueryError(f"bad --where {where!r}: {message}") from None
-    finally:
-        conn.close()
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
-
-
-def _sql_type(values: Sequence[Any]) -> str:
-    """The column type pandas would give these values, then ``to_sql``."""
-    present = [v for v in values if not _missing(v)]
-    if all(isinstance(v, (bool, int)) for v in present):
-        return "INTEGER" if present and len(present) == len(values) else "REAL"
-    if all(isinstance(v, (bool, int, float)) for v in present):
-        return "REAL"
-    return "TEXT"
-
-
-def _sql_cell(value: Any, sql_type: str) -> Any:
-    if _missing(value):
-        return None
-    if sql_type == "TEXT" and not isinstance(value, (int, float, str, bytes)):
-        return str(value)
-    return value
