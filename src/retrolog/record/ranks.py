@@ -138,11 +138,9 @@ def new_session(
 
 def replay_refusal(store: Any, run_key: int) -> str | None:
     """Why a run cannot be replayed in one process (it ran on several ranks), or None."""
-    rows = store.fetch(
-        "SELECT name, value_num FROM args WHERE run = :r AND name IN (:w, :k)",
-        {"r": run_key, "w": WORLD_ARG, "k": RANK_ARG},
-    )
-    facts = {name: value for name, value in rows}
+    from ..store.replays import arg_numbers
+
+    facts = arg_numbers(store, run_key, [WORLD_ARG, RANK_ARG])
     world = facts.get(WORLD_ARG)
     if world is None or world <= 1:
         return None

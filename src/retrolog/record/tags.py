@@ -9,13 +9,11 @@ than 0 both do nothing: labels belong to the recorded run.
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 from .._warn import warn_once
 from ..errors import UsageError
-from ..store.labels import check_key, check_name, tag_text
+from ..store.labels import check_key, check_name, name_holder_in_file, tag_text
 from . import api
 
 
@@ -52,21 +50,4 @@ def name(run_name: str) -> None:
 
 def _holder(db_url: str, run_name: str) -> str | None:
     """The id of the run called ``run_name`` in a SQLite store, if the store says so."""
-    prefix = "sqlite:///"
-    if not db_url.startswith(prefix):
-        return None  # a server store: ingest keeps the first holder
-    path = Path(db_url[len(prefix) :])
-    if not path.is_file():
-        return None
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-        try:
-            row = conn.execute(
-                "SELECT r.run_id FROM run_names n JOIN runs r ON r.id = n.run WHERE n.name = ?",
-                (run_name,),
-            ).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:  # an older schema without names, a locked file: no answer
-        return None
-    return str(row[0]) if row else None
+    return name_holder_in_file(db_url, run_name)

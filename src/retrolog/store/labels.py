@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
@@ -154,3 +156,27 @@ def require_free_name(tx: Any, run_key: int, name: str, shown: str) -> None:
             f"the name {name!r} is taken by run {other}; names are unique per project "
             f"(rename that run first, or choose another name for {shown})"
         )
+
+
+def name_holder_in_file(db_url: str, name: str) -> str | None:
+    """The run id of the run called ``name`` in a SQLite store's file, read-only without opening
+    the store (a recording run asks before naming itself); None when no run has the name, the
+    store is a server, or the file cannot answer (missing, an older schema, locked)."""
+    prefix = "sqlite:///"
+    if not db_url.startswith(prefix):
+        return None  # a server store: ingest keeps the first holder
+    path = Path(db_url[len(prefix) :])
+    if not path.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            row = conn.execute(
+                "SELECT r.run_id FROM run_names n JOIN runs r ON r.id = n.run WHERE n.name = ?",
+                (name,),
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:  # an older schema without names, a locked file: no answer
+        return None
+    return str(row[0]) if row else None
