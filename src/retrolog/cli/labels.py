@@ -1,5 +1,5 @@
 """``retrolog tag``, ``note``, ``name`` and ``checkpoints``: commands on one run's labels and
-models, registered on the app of ``retrolog.cli`` (which imports this module at its end)."""
+models; and the labels section of ``retrolog show``."""
 
 from __future__ import annotations
 
@@ -8,27 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli import (
-    Format,
-    FormatOption,
-    ProjectOption,
-    _cell,
-    _complete_run_ids,
-    _emit,
-    _recorded,
-    app,
-)
-from .errors import UsageError
+from ..errors import UsageError
+from .common import Format, FormatOption, ProjectOption, complete_run_ids, recorded
+from .output import cell, emit
 
 RunArgument = Annotated[
     str,
     typer.Argument(
-        help="A run id, a unique prefix of one, or a run name.", autocompletion=_complete_run_ids
+        help="A run id, a unique prefix of one, or a run name.", autocompletion=complete_run_ids
     ),
 ]
 
 
-@app.command("tag")
 def tag_command(
     run: RunArgument,
     tags: Annotated[
@@ -40,7 +31,7 @@ def tag_command(
     project: ProjectOption = None,
 ) -> None:
     """Tag a run: `retrolog tag RUN dataset=v2 owner=ana`; filter with --where "tag_dataset = 'v2'"."""
-    from .relational.labels import tag_run
+    from ..relational.labels import tag_run
 
     changes: dict[str, str | None] = {}
     for item in tags or []:
@@ -52,27 +43,25 @@ def tag_command(
         changes[key] = None
     if not changes:
         raise UsageError("give at least one key=value (or --remove KEY)")
-    run_id = tag_run(run, changes, project=_recorded(project))
+    run_id = tag_run(run, changes, project=recorded(project))
     typer.echo(
         f"run {run_id}: "
         + ", ".join(f"{k}={v}" if v is not None else f"{k} removed" for k, v in changes.items())
     )
 
 
-@app.command("note")
 def note_command(
     run: RunArgument,
     text: Annotated[str, typer.Argument(help="The note (quote it).")],
     project: ProjectOption = None,
 ) -> None:
     """Add a note to a run (shown by `retrolog show` and on the run's page; notes accumulate)."""
-    from .relational.labels import note_run
+    from ..relational.labels import note_run
 
-    run_id = note_run(run, text, project=_recorded(project))
+    run_id = note_run(run, text, project=recorded(project))
     typer.echo(f"run {run_id}: note added")
 
 
-@app.command("name")
 def name_command(
     run: RunArgument,
     name: Annotated[
@@ -82,24 +71,23 @@ def name_command(
     project: ProjectOption = None,
 ) -> None:
     """Name a run; every command that takes a run id then takes the name too."""
-    from .relational.labels import name_run
+    from ..relational.labels import name_run
 
     if (name is None) == (not remove):
         raise UsageError("give a NAME, or --remove to remove the run's name")
-    run_id = name_run(run, None if remove else name, project=_recorded(project))
+    run_id = name_run(run, None if remove else name, project=recorded(project))
     typer.echo(f"run {run_id}: " + ("name removed" if remove else f"named {name!r}"))
 
 
-@app.command("checkpoints")
 def checkpoints_command(
     run: RunArgument, fmt: FormatOption = Format.table, project: ProjectOption = None
 ) -> None:
     """List a run's checkpoints: main-loop iteration, loop, size and time (for retrolog.load)."""
     import pandas as pd
 
-    from .relational.models import checkpoints
+    from ..relational.models import checkpoints
 
-    rows = checkpoints(run, project=_recorded(project))
+    rows = checkpoints(run, project=recorded(project))
     frame = pd.DataFrame(
         rows, columns=["run_id", "iteration", "loop", "bytes", "created", "manifest"]
     )
@@ -114,7 +102,7 @@ def checkpoints_command(
         )
         if not rows:
             typer.echo("this run has no checkpoints", err=True)
-    _emit(frame, fmt)
+    emit(frame, fmt)
 
 
 def print_labels(console: Any, report: dict[str, Any]) -> None:
@@ -143,5 +131,5 @@ def print_labels(console: Any, report: dict[str, Any]) -> None:
         ("stdout", f"{len(env['stdout'])} characters captured" if env.get("stdout") else None),
         ("stderr", f"{len(env['stderr'])} characters captured" if env.get("stderr") else None),
     ):
-        table.add_row(key, _cell(value))
+        table.add_row(key, cell(value))
     console.print(table)
