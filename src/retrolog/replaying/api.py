@@ -294,21 +294,10 @@ def _likely_imports(proj: Project, names: Sequence[str], script: str | None) -> 
 
 
 def _recorded_scripts(proj: Project) -> list[str]:
-    import sqlite3
+    from ..store.replays import recorded_scripts
 
-    prefix = "sqlite:///"
-    if not proj.db_url.startswith(prefix):
-        return []
-    path = proj.db_url[len(prefix) :]
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
-        try:
-            rows = conn.execute("SELECT DISTINCT script FROM runs").fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return []
-    return sorted(str(r[0]) for r in rows if r[0] and r[0] != "<interactive>")
+    scripts = recorded_scripts(proj.db_url) or []
+    return sorted(str(s) for s in scripts if s and s != "<interactive>")
 
 
 __all__ = ["ReplayError", "ReplayReport", "replay"]

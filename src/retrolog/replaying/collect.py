@@ -11,6 +11,7 @@ from typing import Any
 from ..record.journal import read_events
 from ..record.values import from_cell
 from ..store.lite import Database
+from ..store.replays import recorded_cells
 from .planner import RunData
 
 Cell = tuple[str, float | None, str | None]
@@ -136,17 +137,7 @@ def compare_and_pick(
 def _recorded(
     store: Database, run_key: int, names: Iterable[str]
 ) -> dict[tuple[int, str], list[Any]]:
-    names = sorted(names)
     out: dict[tuple[int, str], list[Any]] = {}
-    for start in range(0, len(names), 200):
-        chunk = names[start : start + 200]
-        binds = ", ".join(f":n{i}" for i in range(len(chunk)))
-        params: dict[str, Any] = {f"n{i}": n for i, n in enumerate(chunk)}
-        params["r"] = run_key
-        for ctx_id, name, t, n, x in store.fetch(
-            f"SELECT ctx_id, name, vtype, value_num, value_text FROM logs WHERE run = :r "
-            f"AND replay_id IS NULL AND name IN ({binds}) ORDER BY seq",
-            params,
-        ):
-            out.setdefault((ctx_id, name), []).append(from_cell(t, n, x))
+    for ctx_id, name, t, n, x in recorded_cells(store, run_key, names):
+        out.setdefault((ctx_id, name), []).append(from_cell(t, n, x))
     return out

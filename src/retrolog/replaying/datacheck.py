@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..record.data import cache_for, hash_path
+from ..store.data_versions import recorded_data_versions
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -26,16 +27,8 @@ MAX_NAMED = 5  # changed files named per data path; the rest are counted
 
 def recorded_versions(store: Database, run_keys: Sequence[int]) -> dict[int, list[Any]]:
     """run key -> its recorded data versions (rows of ``data_versions``)."""
-    if not run_keys:
-        return {}
-    binds = {f"r{i}": int(k) for i, k in enumerate(run_keys)}
-    rows = store.fetch(
-        "SELECT run, name, path, kind, digest, algo, manifest FROM data_versions "
-        f"WHERE run IN ({', '.join(':' + b for b in binds)}) ORDER BY run, name",
-        binds,
-    )
     out: dict[int, list[Any]] = {}
-    for row in rows:
+    for row in recorded_data_versions(store, run_keys):
         out.setdefault(int(row[0]), []).append(row)
     return out
 

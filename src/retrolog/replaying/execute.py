@@ -16,8 +16,14 @@ from typing import Any
 from ..project import Project
 from ..record.journal import SUFFIX as JOURNAL_SUFFIX
 from ..record.replay_session import REPLAY_ENV, TaskSpec
-from ..store.digest import add_replay_rows
-from ..store.lite import Database, insert_rows, update_rows
+from ..store.lite import Database
+from ..store.replays import (
+    record_replay,
+    record_replay_run,
+    store_replay_values,
+    update_replay,
+    update_task,
+)
 from ..versions import GitRepo
 from .collect import Fidelity, TaskOutput, compare_and_pick, read_output
 from .datacheck import attribute
@@ -116,31 +122,23 @@ def run_plan(
             )
         seconds = time.time() - started
         failed = any(not r.ok for r in results)
-        with store.transaction() as tx:
-            update_rows(
-                tx,
-                "replays",
-                {
-                    "status": "failed" if failed else "finished",
-                    "finished": time.time(),
-                    "actual_seconds": seconds,
-                    "error": "some tasks failed; see replay_tasks.log" if failed else None,
-                },
-                {"replay_id": plan.replay_id},
-            )
+        update_replay(
+            store,
+            plan.replay_id,
+            {
+                "status": "failed" if failed else "finished",
+                "finished": time.time(),
+                "actual_seconds": seconds,
+                "error": "some tasks failed; see replay_tasks.log" if failed else None,
+            },
+        )
         return outcomes, results, seconds
     except BaseException as exc:
-        with store.transaction() as tx:
-            update_rows(
-                tx,
-                "replays",
-                {
-                    "status": "failed",
-                    "finished": time.time(),
-                    "error": f"{type(exc).__name__}: {exc}",
-                },
-                {"replay_id": plan.replay_id},
-            )
+        update_replay(
+            store,
+            plan.replay_id,
+            {"status": "failed", "finished": time.time(), "error": f"{type(exc).__name__}: {exc}"},
+        )
         raise
     finally:
         if not keep_workdir:
@@ -276,112 +274,64 @@ def store_values(
     store: Database, run_key: int, replay_id: str, rows: list[tuple[int, str, Any]]
 ) -> int:
     """Insert new values against the original run and coordinates; identical rows are skipped, so
-    replaying the same statement again stores nothing twice. Recorded rows are never touched."""
-    if not rows:
-        return 0
-    names = sorted({name for _c, name, _cell in rows})
-    binds = {f"n{i}": name for i, name in enumerate(names)}
-    with store.transaction() as tx:
-        if store.is_postgres:  # serialise with other writers of this run (SQLite: BEGIN IMMEDIATE)
-            tx.fetch("SELECT id FROM runs WHERE id = :r FOR UPDATE", {"r": run_key})
-        existing = set(
-            map(
-                tuple,
-                tx.fetch(
-                    "SELECT ctx_id, name, vtype, value_num, value_text FROM logs "
-                    f"WHERE run = :r AND name IN ({', '.join(':' + b for b in binds)})",
-                    {"r": run_key, **binds},
-                ),
-            )
-        )
-        top = tx.fetch("SELECT max(seq) FROM logs WHERE run = :r", {"r": run_key})[0][0]
-        seq = int(top or 0)
-        fresh = []
-        for ctx, name, (vtype, num, text) in rows:
-            if (ctx, name, vtype, num, text) in existing:
-                continue
-            seq += 1
-            fresh.append(
-                {
-                    "run": run_key,
-                    "seq": seq,
-                    "ctx_id": ctx,
-                    "name": name,
-                    "vtype": vtype,
-                    "value_num": num,
-                    "value_text": text,
-                    "replay_id": replay_id,
-                }
-            )
-        insert_rows(tx, "logs", fresh)
-        add_replay_rows(tx, run_key, replay_id, fresh)  # store/digest.py: doctor verifies
-    return len(fresh)
+    replaying the same statement again stores nothing twice. Recorded rows are never touched
+    (``store.replays.store_replay_values``)."""
+    return store_replay_values(store, run_key, replay_id, rows)
 
 
 def _record_plan(store: Database, plan: Plan, versions: dict[str, VersionScript]) -> None:
-    with store.transaction() as tx:
-        insert_rows(
-            tx,
-            "replays",
-            [
-                {
-                    "replay_id": plan.replay_id,
-                    "created": time.time(),
-                    "status": "running",
-                    "names": json.dumps(plan.names),
-                    "statements": "\n".join(plan.statements),
-                    "script": plan.script,
-                    "where_clause": plan.where,
-                    "workers": plan.workers,
-                    "plan": plan.to_json(),
-                    "estimate_seconds": plan.estimate_seconds,
-                }
-            ],
+    replay = {
+        "replay_id": plan.replay_id,
+        "created": time.time(),
+        "status": "running",
+        "names": json.dumps(plan.names),
+        "statements": "\n".join(plan.statements),
+        "script": plan.script,
+        "where_clause": plan.where,
+        "workers": plan.workers,
+        "plan": plan.to_json(),
+        "estimate_seconds": plan.estimate_seconds,
+    }
+    tasks = [
+        {
+            "replay_id": plan.replay_id,
+            "task_id": t.task_id,
+            "run_id": t.run_id,
+            "version": t.version,
+            "level": t.level,
+            "iterations": json.dumps(
+                t.full_iterations
+                or ([0, t.last_iteration] if t.last_iteration is not None else None)
+            ),
+            "status": "pending",
+            "attempts": 0,
+            "progress": 0.0,
+            "estimate_seconds": t.estimate_seconds,
+        }
+        for t in plan.tasks
+    ]
+    propagations = []
+    for version, vs in versions.items():
+        placement = (vs.propagation or {}).get("placements") or []
+        first = placement[0] if placement else {}
+        propagations.append(
+            {
+                "replay_id": plan.replay_id,
+                "version": version,
+                "script": plan.script,
+                "line": first.get("line")
+                if vs.propagation
+                else (vs.lines[0] if vs.lines else None),
+                "scope": json.dumps(first.get("scope")) if first else None,
+                "renames": json.dumps((vs.propagation or {}).get("renames") or {}),
+                "confidence": (vs.propagation or {}).get("confidence", 1.0)
+                if vs.propagation
+                else 1.0,
+                "refused": vs.refused,
+                "inserted": "\n".join(plan.statements),
+            }
         )
-        insert_rows(
-            tx,
-            "replay_tasks",
-            [
-                {
-                    "replay_id": plan.replay_id,
-                    "task_id": t.task_id,
-                    "run_id": t.run_id,
-                    "version": t.version,
-                    "level": t.level,
-                    "iterations": json.dumps(
-                        t.full_iterations
-                        or ([0, t.last_iteration] if t.last_iteration is not None else None)
-                    ),
-                    "status": "pending",
-                    "attempts": 0,
-                    "progress": 0.0,
-                    "estimate_seconds": t.estimate_seconds,
-                }
-                for t in plan.tasks
-            ],
-        )
-        propagations = []
-        for version, vs in versions.items():
-            placement = (vs.propagation or {}).get("placements") or []
-            first = placement[0] if placement else {}
-            propagations.append(
-                {
-                    "replay_id": plan.replay_id,
-                    "version": version,
-                    "script": plan.script,
-                    "line": first.get("line")
-                    if vs.propagation
-                    else (vs.lines[0] if vs.lines else None),
-                    "scope": json.dumps(first.get("scope")) if first else None,
-                    "renames": json.dumps((vs.propagation or {}).get("renames") or {}),
-                    "confidence": (vs.propagation or {}).get("confidence", 1.0)
-                    if vs.propagation
-                    else 1.0,
-                    "refused": vs.refused,
-                    "inserted": "\n".join(plan.statements),
-                }
-            )
-        insert_rows(tx, "propagations", propagations)
+    record_replay(store, replay, tasks, propagations)
 
 
 def _update_task(
@@ -404,48 +354,42 @@ def _update_task(
         values = {"status": "done" if ok else "failed", "finished": time.time()}
         values.update({"progress": 1.0, "actual_seconds": info.get("seconds")} if ok else {})
     if values:
-        with store.transaction() as tx:
-            update_rows(tx, "replay_tasks", values, {"replay_id": replay_id, "task_id": task_id})
+        update_task(store, replay_id, task_id, values)
 
 
 def _finish_task(store: Database, replay_id: str, task: TaskPlan, result: JobResult) -> None:
-    with store.transaction() as tx:
-        update_rows(
-            tx,
-            "replay_tasks",
-            {
-                "status": "done" if result.ok else "failed",
-                "finished": time.time(),
-                "actual_seconds": result.seconds,
-                "progress": 1.0 if result.ok else None,
-                "attempts": result.attempts,
-                "log": None
-                if result.ok and not result.history
-                else "\n\n".join([*result.history, result.log_tail])[-16000:],
-            },
-            {"replay_id": replay_id, "task_id": task.task_id},
-        )
+    update_task(
+        store,
+        replay_id,
+        task.task_id,
+        {
+            "status": "done" if result.ok else "failed",
+            "finished": time.time(),
+            "actual_seconds": result.seconds,
+            "progress": 1.0 if result.ok else None,
+            "attempts": result.attempts,
+            "log": None
+            if result.ok and not result.history
+            else "\n\n".join([*result.history, result.log_tail])[-16000:],
+        },
+    )
 
 
 def _record_run(store: Database, replay_id: str, result: RunResult) -> None:
     detail = {"detail": result.detail, "examples": result.examples, "fallbacks": result.fallbacks}
-    with store.transaction() as tx:
-        insert_rows(
-            tx,
-            "replay_runs",
-            [
-                {
-                    "replay_id": replay_id,
-                    "run_id": result.run_id,
-                    "fidelity": result.fidelity,
-                    "compared": result.compared,
-                    "mismatches": result.mismatches,
-                    "max_abs_diff": result.max_abs_diff,
-                    "detail": json.dumps(detail, default=str),
-                    "stored": result.stored,
-                }
-            ],
-        )
+    record_replay_run(
+        store,
+        {
+            "replay_id": replay_id,
+            "run_id": result.run_id,
+            "fidelity": result.fidelity,
+            "compared": result.compared,
+            "mismatches": result.mismatches,
+            "max_abs_diff": result.max_abs_diff,
+            "detail": json.dumps(detail, default=str),
+            "stored": result.stored,
+        },
+    )
 
 
 __all__ = ["Fidelity", "RunResult", "materialise", "run_plan", "store_values"]

@@ -97,15 +97,10 @@ def sibling_names(source: str, lines: Sequence[int], new_names: set[str]) -> lis
 
 def logged_iterations(store: Database, data: Any, names: Sequence[str]) -> set[int]:
     """Main-loop iterations in which the recorded run logged any of ``names``."""
-    binds = ", ".join(f":n{i}" for i in range(len(names)))
-    params: dict[str, Any] = {f"n{i}": n for i, n in enumerate(names)}
-    params["r"] = data.key
+    from ..store.replays import recorded_contexts
+
     out = set()
-    for (ctx_id,) in store.fetch(
-        f"SELECT DISTINCT ctx_id FROM logs WHERE run = :r AND replay_id IS NULL "
-        f"AND name IN ({binds})",
-        params,
-    ):
+    for ctx_id in recorded_contexts(store, data.key, names):
         path = data.paths.get(ctx_id)
         if path and path[0][0] == data.main_loop:
             out.add(int(path[0][1]))
