@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from retrolog.store import Store
-from retrolog.store.lite import LiteStore, insert_rows, open_db, update_rows
+from retrolog.store.lite import LiteStore, insert_rows, update_rows
+from retrolog.store.open import open_db
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..errors import StoreError
 from ..record.data import SHORT
+from ..store import query as reads
 
 PREFIX = "data."  # runs() column of the data named ``train``: ``data.train`` (short digest)
 
@@ -17,7 +18,7 @@ def data_frame(store: Any) -> pd.DataFrame:
     """One row per run key (index ``run``), one ``data.<name>`` column per recorded data name
     holding the digest's first 12 hex digits ("missing" when the path was absent)."""
     try:
-        rows = store.fetch("SELECT run, name, kind, digest FROM data_versions")
+        rows = reads.data_version_digests(store)
     except StoreError:  # a store this version has not migrated (read-only access)
         rows = []
     if not rows:
@@ -40,11 +41,7 @@ def run_data(store: Any, run_key: int, manifest: bool = False) -> list[dict[str,
     """A run's data versions for ``retrolog show`` and the UI; ``manifest``: with each
     directory's recorded file list (relative path -> [size, digest]), for the data diff."""
     try:
-        rows = store.fetch(
-            "SELECT name, path, kind, digest, algo, files, bytes, dvc_md5, manifest, auto "
-            "FROM data_versions WHERE run = :r ORDER BY name",
-            {"r": run_key},
-        )
+        rows = reads.run_data_versions(store, run_key)
     except StoreError:
         return []
     out = []

@@ -14,6 +14,7 @@ import pandas as pd
 from ..errors import NotFoundError, StoreError
 from ..project import Project
 from ..record.values import from_cell
+from ..store import query as reads
 from ..versions import GitError, GitRepo, require_version
 from .access import open_store, resolve_project
 
@@ -25,16 +26,13 @@ def find_run(store: Any, run_id: str) -> Any:
     id starts with it (ids are upper case; a lower-case prefix is accepted), in that order.
     NotFoundError (a LookupError) if none, or if the prefix is ambiguous: the message lists the
     candidates."""
-    rows = store.fetch("SELECT * FROM runs WHERE run_id = :id", {"id": run_id})
+    rows = reads.run_by_id(store, run_id)
     if not rows and run_id:
         rows = _named(store, run_id)
     for prefix in dict.fromkeys((run_id, run_id.upper())):
         if rows or not prefix:
             break
-        rows = store.fetch(
-            "SELECT * FROM runs WHERE substr(run_id, 1, :n) = :prefix ORDER BY run_id",
-            {"n": len(prefix), "prefix": prefix},
-        )
+        rows = reads.runs_by_prefix(store, prefix)
     if not rows:
         raise NotFoundError(f"no run {run_id!r} (see `retrolog runs`)")
     if len(rows) > 1:
@@ -51,12 +49,7 @@ def find_run(store: Any, run_id: str) -> Any:
 def _named(store: Any, name: str) -> list[Any]:
     """The run called ``name`` (a store from before run names has none)."""
     try:
-        return list(
-            store.fetch(
-                "SELECT * FROM runs WHERE id IN (SELECT run FROM run_names WHERE name = :n)",
-                {"n": name},
-            )
-        )
+        return list(reads.runs_named(store, name))
     except StoreError:
         return []
 
@@ -77,13 +70,12 @@ def unique_prefixes(ids: Iterable[str], minimum: int = MIN_PREFIX) -> dict[str, 
 
 def run_ids(store: Any) -> list[str]:
     """Every run id of the store, oldest first."""
-    return [row[0] for row in store.fetch("SELECT run_id FROM runs ORDER BY run_id")]
+    return reads.ordered_run_ids(store)
 
 
 def known_names(store: Any) -> list[str]:
     """Every name a run logged or took as an arg, sorted (for suggestions and completion)."""
-    rows = store.fetch("SELECT DISTINCT name FROM logs UNION SELECT DISTINCT name FROM args")
-    return sorted(row[0] for row in rows)
+    return reads.known_names(store)
 
 
 def check_names(store: Any, names: Sequence[str]) -> None:
@@ -114,18 +106,12 @@ def describe_run(
     for key in ("start_time", "end_time"):
         if report.get(key):
             report[key] = pd.Timestamp(report[key], unit="s", tz="UTC").isoformat()
-    args = store.fetch(
-        "SELECT name, vtype, value_num, value_text FROM args WHERE run = :r ORDER BY name",
-        {"r": run["id"]},
-    )
+    args = reads.args_by_name(store, int(run["id"]))
     report["args"] = {name: from_cell(t, n, x) for name, t, n, x in args}
     from .data_versions import run_data  # retrolog.data (docs/data-versions.md)
 
     report["data"] = run_data(store, int(run["id"]))
-    rows = store.fetch(
-        "SELECT name, vtype, value_num, value_text, replay_id IS NOT NULL FROM logs WHERE run = :r ORDER BY seq",
-        {"r": run["id"]},
-    )
+    rows = reads.run_values(store, int(run["id"]))
     summary: dict[str, dict[str, Any]] = {}
     for name, t, n, x, replayed in rows:
         value = from_cell(t, n, x)

@@ -9,116 +9,40 @@ names, ...), so its results are those of ``frames._pivot_nested`` by constructio
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .._warn import warn_once
 from ..store import Store
-from .cache import LOOP_DTYPE, ROW_DTYPE, FrameCache
+from ..store.columnar import (
+    CODE_BITS,
+    KEY_BITS,
+    MAX_CTX,
+    NAME_BITS,
+    SEQ_SHIFT,
+    CachedRows,
+    StoreRows,
+    read_numeric,
+)
 
 # sorted loop keys (run << 32 | ctx_id), parent keys, iterations, name codes; the names
 _LoopTable = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]
-
-_KEY_BITS = 32  # run << 32 | ctx_id
-_NAME_BITS = 10  # at most 1024 names
-_SEQ_SHIFT = 2 + _NAME_BITS
-_REC_SHIFT = 52  # seq < 2**40
-_MAX_CTX = (1 << _KEY_BITS) - 1
-_MAX_RUN = (1 << 30) - 1
-_CODE_BITS = 20  # loop name codes
-_MAX_SEQ = (1 << 40) - 1
-
-
-def _packed(run: str, ctx: str) -> str:
-    """SQL for ``run << 32 | ctx``, or -1 where either is out of range."""
-    return (
-        f"CASE WHEN {run} BETWEEN 0 AND {_MAX_RUN} AND {ctx} BETWEEN 0 AND {_MAX_CTX} "
-        f"THEN ({run} << {_KEY_BITS}) | {ctx} ELSE -1 END"
-    )
-
-
-def _bind(items: Sequence[str]) -> str:
-    return ", ".join("?" for _ in items)
-
-
-def _case(column: str, items: Sequence[str]) -> tuple[str, list[str]]:
-    whens = " ".join(f"WHEN ? THEN {i}" for i in range(len(items)))
-    return f"CASE {column} {whens} ELSE {len(items)} END", list(items)
 
 
 def nested_frames(
     store: Store, names: Sequence[str], reserved: Sequence[str]
 ) -> tuple[pd.DataFrame | None, pd.DataFrame] | None:
     """``(nested_frame, run_values)`` as ``frames.dataframe`` builds them, or ``None`` (general path)."""
-    if not store.is_sqlite or not names or len(names) >= (1 << _NAME_BITS):
+    if not store.is_sqlite or not names or len(names) >= (1 << NAME_BITS):
         return None
-    raw = store.reader.raw_connection()
-    try:
-        cur: Any = raw.cursor()
-        if store.path is not None:
-            try:
-                with FrameCache.open(cur, store.path) as cache:
-                    return _compute(
-                        _CachedRows(cur, cache), list(names), set(reserved) | set(names)
-                    )
-            except (sqlite3.Error, OSError) as exc:  # the cache is an optimisation only
-                warn_once("frames-cache", f"retrolog: not using the dataframe cache ({exc})")
-        return _compute(_StoreRows(cur), list(names), set(reserved) | set(names))
-    finally:
-        raw.close()
-
-
-_LOG_SELECT = (
-    f"SELECT {_packed('run', 'ctx_id')}, "
-    f"CASE WHEN seq BETWEEN 0 AND {_MAX_SEQ} THEN "
-    f"((replay_id IS NULL) << {_REC_SHIFT}) | (seq << {_SEQ_SHIFT}) | "
-    "CASE WHEN value_num IS NULL THEN 2 WHEN vtype = 'f' THEN 0 WHEN vtype = 'i' THEN 1 "
-    "ELSE 2 END ELSE -1 END, IFNULL(value_num, 0.0) "
-    "FROM logs WHERE name = ? {runs}"
-)
-_LOOP_SELECT = (
-    f"SELECT {_packed('run', 'ctx_id')}, "
-    f"CASE WHEN parent_id BETWEEN 0 AND {_MAX_CTX} THEN (parent_id << {_CODE_BITS}) | {{case}} "
-    "ELSE -1 END, iteration FROM loops {runs}"
-)
-
-
-class _StoreRows:
-    """Log and loop rows read from the store."""
-
-    def __init__(self, cur: Any) -> None:
-        self.cur = cur
-
-    def logs(self, name: str) -> np.ndarray:
-        self.cur.execute(_LOG_SELECT.format(runs=""), [name])
-        return np.fromiter(self.cur, dtype=ROW_DTYPE)
-
-    def loops(self, runs: np.ndarray) -> tuple[np.ndarray, list[str]] | None:
-        return _all_loops(self.cur)
-
-
-class _CachedRows:
-    """The same rows through the columnar cache (relational/cache.py)."""
-
-    def __init__(self, cur: Any, cache: FrameCache) -> None:
-        self.cur = cur
-        self.cache = cache
-
-    def logs(self, name: str) -> np.ndarray:
-        return self.cache.log_rows(name, _LOG_SELECT, [name])
-
-    def loops(self, runs: np.ndarray) -> tuple[np.ndarray, list[str]] | None:
-        return self.cache.loop_rows(
-            np.unique(runs).tolist(), _LOOP_SELECT, "SELECT DISTINCT name FROM loops {runs}"
-        )
+    wanted = set(reserved) | set(names)
+    return read_numeric(store, lambda source: _compute(source, list(names), wanted))
 
 
 def _compute(
-    source: _StoreRows | _CachedRows, names: list[str], reserved: set[str]
+    source: StoreRows | CachedRows, names: list[str], reserved: set[str]
 ) -> tuple[pd.DataFrame | None, pd.DataFrame] | None:
     parts = []
     for code, name in enumerate(names):
@@ -131,8 +55,8 @@ def _compute(
         return None  # nothing logged, or ids beyond the packed ranges
     key = rows["k"]
     meta = rows["m"]
-    name_code = (meta >> 2) & ((1 << _NAME_BITS) - 1)
-    sort_key = meta >> _SEQ_SHIFT  # recorded << 40 | seq
+    name_code = (meta >> 2) & ((1 << NAME_BITS) - 1)
+    sort_key = meta >> SEQ_SHIFT  # recorded << 40 | seq
     # sort_values(["recorded", "seq"], stable) + drop_duplicates([run, ctx_id, name], keep=last)
     order = np.lexsort((sort_key, name_code, key))  # stable: ties keep the fetch order
     k_sorted = key[order]
@@ -148,8 +72,8 @@ def _compute(
     s_name = name_code[keep]
     s_value = rows["v"][keep]
     s_rank_key = sort_key[keep]
-    s_run = s_key >> _KEY_BITS
-    s_ctx = s_key & _MAX_CTX
+    s_run = s_key >> KEY_BITS
+    s_ctx = s_key & MAX_CTX
     run_level = s_ctx == 0
     names_arr = np.array(names, dtype=object)
     value_dtype = "int64" if is_int else "float64"
@@ -176,7 +100,7 @@ def _compute(
     coord_index = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(n_key)]))
     n_coords = len(coord_key)
 
-    loops = _sorted_loops(source.loops(coord_key >> _KEY_BITS))
+    loops = _sorted_loops(source.loops(coord_key >> KEY_BITS))
     if loops is None:
         return None
     loop_key, loop_parent, loop_iter, loop_code, loop_names = loops
@@ -192,7 +116,7 @@ def _compute(
         pos = np.searchsorted(loop_key, current)
         pos_c = np.minimum(pos, max(len(loop_key) - 1, 0))
         found = (
-            (loop_key[pos_c] == current) & (current & _MAX_CTX != 0)
+            (loop_key[pos_c] == current) & (current & MAX_CTX != 0)
             if len(loop_key)
             else np.zeros(n_coords, dtype=bool)
         )
@@ -211,12 +135,12 @@ def _compute(
                 present[code] |= mask
                 depth_of[code] = max(depth_of.get(code, 0), depth)
         parent = np.where(found, loop_parent[pos_c] if len(loop_key) else 0, 0)
-        if not bool((parent & _MAX_CTX != 0).any()):
+        if not bool((parent & MAX_CTX != 0).any()):
             break
         current = parent
         depth += 1
     loop_order = sorted(depth_of, key=lambda code: -depth_of[code])
-    data: dict[str, Any] = {"run": coord_key >> _KEY_BITS}
+    data: dict[str, Any] = {"run": coord_key >> KEY_BITS}
     for code in loop_order:
         if bool(present[code].all()):
             data[loop_names[code]] = columns[code]
@@ -232,63 +156,23 @@ def _compute(
             column = np.full(n_coords, np.nan)
         column[coord_index[mask]] = n_value[mask]
         data[names[code]] = column
-    data["_order"] = coord_key & _MAX_CTX
+    data["_order"] = coord_key & MAX_CTX
     return pd.DataFrame(data), run_values
-
-
-def _all_loops(cur: Any) -> tuple[np.ndarray, list[str]] | None:
-    """Every loop row of the store as (k, p, i) and the loop names ``p``'s codes refer to."""
-    cur.execute("SELECT DISTINCT name FROM loops")
-    loop_names = [row[0] for row in cur.fetchall()]
-    if len(loop_names) >= (1 << _CODE_BITS):
-        return None
-    case, params = _case("name", loop_names)
-    columns = (  # the columns of _LOOP_SELECT
-        _packed("run", "ctx_id"),
-        f"CASE WHEN parent_id BETWEEN 0 AND {_MAX_CTX} THEN (parent_id << {_CODE_BITS}) | {case} "
-        "ELSE -1 END",
-        "iteration",
-    )
-    table = _int_columns(cur, columns, "loops", params)
-    if table is None:  # (run, ctx_id) packed, (parent_id, name code) packed, iteration: 3 ints
-        cur.execute(_LOOP_SELECT.format(case=case, runs=""), params)
-        table = np.fromiter(cur, dtype=LOOP_DTYPE)
-    return table, loop_names
 
 
 def _sorted_loops(found: tuple[np.ndarray, list[str]] | None) -> _LoopTable | None:
     if found is None:
         return None
     table, loop_names = found
-    if len(loop_names) >= (1 << _CODE_BITS):
+    if len(loop_names) >= (1 << CODE_BITS):
         return None
     if bool((table["k"] < 0).any()) or bool((table["p"] < 0).any()):
         return None
     order = np.argsort(table["k"], kind="stable")
     return (
         table["k"][order],
-        (table["k"][order] & ~_MAX_CTX) | (table["p"][order] >> _CODE_BITS),
+        (table["k"][order] & ~MAX_CTX) | (table["p"][order] >> CODE_BITS),
         table["i"][order],
-        table["p"][order] & ((1 << _CODE_BITS) - 1),
+        table["p"][order] & ((1 << CODE_BITS) - 1),
         loop_names,
     )
-
-
-def _int_columns(
-    cur: Any, columns: Sequence[str], table: str, params: list[str]
-) -> np.ndarray | None:
-    """Integer columns of a whole table as one comma-joined string each, parsed by numpy: no
-    Python object per cell. ``None`` where SQLite refuses (strings over its length limit)."""
-    select = ", ".join(f"group_concat({column}, ',')" for column in columns)
-    try:
-        cur.execute(f"SELECT COUNT(*), {select} FROM {table}", params)
-        count, *texts = cur.fetchone()
-    except sqlite3.Error:
-        return None
-    out = np.empty(count, dtype=np.dtype([(n, "i8") for n in ("k", "p", "i")[: len(columns)]]))
-    for name, text in zip(out.dtype.names or (), texts, strict=True):
-        values = np.fromstring(text or "", sep=",", dtype=np.int64) if count else np.empty(0, "i8")
-        if len(values) != count:
-            return None
-        out[name] = values
-    return out

@@ -11,7 +11,6 @@ import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,17 +18,13 @@ import pandas as pd
 from ..project import Project
 from ..record.values import from_cell
 from ..store import Store
+from ..store import query as reads
 from .access import open_store
 from .fastpath import nested_frames
 from .where import filter_rows, identifiers
 
 RUN_COLUMNS = ["run_id", "start_time", "version", "script"]
 DATA_PREFIX = "data."  # data version columns (relational/data_versions.py)
-
-
-def _bind_list(prefix: str, items: Sequence[Any]) -> tuple[str, dict[str, Any]]:
-    names = [f"{prefix}{i}" for i in range(len(items))]
-    return ", ".join(":" + n for n in names), dict(zip(names, items, strict=False))
 
 
 def _decode(frame: pd.DataFrame) -> pd.Series:
@@ -43,10 +38,7 @@ def _decode(frame: pd.DataFrame) -> pd.Series:
 
 
 def _runs_table(store: Store) -> pd.DataFrame:
-    rows = store.fetch(
-        "SELECT id, run_id, start_time, end_time, status, version, script, git_head, git_branch, "
-        "git_dirty, host, argv, error FROM runs ORDER BY run_id"
-    )
+    rows = reads.run_facts(store)
     frame = pd.DataFrame(
         [tuple(row) for row in rows],
         columns=[
@@ -69,7 +61,7 @@ def _runs_table(store: Store) -> pd.DataFrame:
 
 
 def _args_long(store: Store) -> pd.DataFrame:
-    rows = store.fetch("SELECT run, name, vtype, value_num, value_text FROM args")
+    rows = reads.all_args(store)
     frame = pd.DataFrame(
         [tuple(row) for row in rows], columns=["run", "name", "vtype", "value_num", "value_text"]
     )
@@ -129,36 +121,7 @@ def runs(project: Project | str | Path | None = None, where: str | None = None) 
 
 
 def _log_rows(store: Store, names: Sequence[str]) -> pd.DataFrame:
-    binds, params = _bind_list("n", names)
-    sql = (
-        "SELECT l.run, l.ctx_id, l.name, l.vtype, l.value_num, l.value_text, l.seq, "
-        "l.replay_id IS NULL AS recorded, c.parent_id, c.name AS loop, c.iteration "
-        "FROM logs l LEFT JOIN loops c ON c.run = l.run AND c.ctx_id = l.ctx_id "
-        f"WHERE l.name IN ({binds})"
-    )
-    columns = [
-        "run",
-        "ctx_id",
-        "name",
-        "vtype",
-        "value_num",
-        "value_text",
-        "seq",
-        "recorded",
-        "parent_id",
-        "loop",
-        "iteration",
-    ]
-    if store.is_sqlite:  # the raw driver cursor: this query returns up to millions of rows
-        raw = store.reader.raw_connection()
-        try:
-            cur = raw.cursor()
-            cur.execute(sql, params)
-            data = cur.fetchall()
-        finally:
-            raw.close()
-        return pd.DataFrame.from_records(data, columns=columns)
-    return pd.DataFrame(store.fetch(sql, params), columns=columns)
+    return pd.DataFrame.from_records(reads.log_rows(store, names), columns=reads.LOG_ROW_COLUMNS)
 
 
 def _ancestors(store: Store, keys: pd.DataFrame) -> pd.DataFrame:
@@ -178,17 +141,10 @@ def _ancestors(store: Store, keys: pd.DataFrame) -> pd.DataFrame:
             by_run.setdefault(run, []).append(ctx)
         todo = set()
         for run, ctxs in by_run.items():
-            for start in range(0, len(ctxs), 500):
-                binds, params = _bind_list("c", ctxs[start : start + 500])
-                params["run"] = run
-                for ctx_id, parent, name, iteration in store.fetch(
-                    "SELECT ctx_id, parent_id, name, iteration FROM loops "
-                    f"WHERE run = :run AND ctx_id IN ({binds})",
-                    params,
-                ):
-                    found.append((run, ctx_id, parent, name, iteration))
-                    if parent and (run, parent) not in seen:
-                        todo.add((run, parent))
+            for ctx_id, parent, name, iteration in reads.loop_parents(store, run, ctxs):
+                found.append((run, ctx_id, parent, name, iteration))
+                if parent and (run, parent) not in seen:
+                    todo.add((run, parent))
     return pd.DataFrame(found, columns=columns)
 
 
@@ -206,9 +162,7 @@ def dataframe(
     runs_table = _runs_table(store)[["run", *RUN_COLUMNS]]
     args = _args_long(store)
     if not names:
-        top = store.fetch(
-            "SELECT run, name, vtype, value_num, value_text, seq FROM logs WHERE ctx_id = 0 ORDER BY seq"
-        )
+        top = reads.top_level_values(store)
         top_frame = pd.DataFrame(
             top, columns=["run", "name", "vtype", "value_num", "value_text", "seq"]
         )
@@ -314,7 +268,7 @@ def _where_only_names(
             continue
         if name.lower() in args_by_lower:  # SQL names are case-insensitive
             extra.append(args_by_lower[name.lower()])
-        elif store.fetch("SELECT 1 FROM logs WHERE name = :n LIMIT 1", {"n": name}):
+        elif reads.is_logged(store, name):
             extra.append(name)
     return list(dict.fromkeys(extra))
 

@@ -17,6 +17,7 @@ import pandas as pd
 from ..errors import StoreError, UsageError
 from ..project import Project
 from ..store import labels as L
+from ..store import query as reads
 from .access import open_store, resolve_project
 from .describe import find_run
 
@@ -27,7 +28,7 @@ def labels_frame(store: Any) -> pd.DataFrame:
     """One row per labelled run (index ``run``, the runs.id): run_name, notes, tag_<key>..."""
     frame = pd.DataFrame(index=pd.Index([], name="run", dtype="int64"))
     try:
-        names = store.fetch("SELECT run, name FROM run_names")
+        names = reads.all_run_names(store)
     except StoreError:  # a store older than schema 3 opened read-only: no labels
         return frame
     if names:
@@ -35,7 +36,7 @@ def labels_frame(store: Any) -> pd.DataFrame:
             pd.DataFrame([tuple(r) for r in names], columns=["run", "run_name"]).set_index("run"),
             how="outer",
         )
-    notes = store.fetch("SELECT run, created, text FROM run_notes ORDER BY run, created")
+    notes = reads.all_notes(store)
     if notes:
         joined: dict[int, list[str]] = {}
         for run, _created, text in notes:
@@ -45,7 +46,7 @@ def labels_frame(store: Any) -> pd.DataFrame:
             index=pd.Index(list(joined), name="run"),
         )
         frame = frame.join(part, how="outer")
-    tags = store.fetch("SELECT run, key, value FROM run_tags ORDER BY key")
+    tags = reads.all_tags(store)
     if tags:
         long = pd.DataFrame([tuple(r) for r in tags], columns=["run", "key", "value"])
         wide = long.pivot(index="run", columns="key", values="value")
@@ -57,20 +58,16 @@ def labels_frame(store: Any) -> pd.DataFrame:
 def run_names(store: Any) -> list[str]:
     """Every run name of the store, sorted (for completion)."""
     try:
-        return sorted(str(r[0]) for r in store.fetch("SELECT name FROM run_names"))
+        return sorted(str(r[1]) for r in reads.all_run_names(store))
     except StoreError:
         return []
 
 
 def run_labels(store: Any, run_key: int) -> dict[str, Any]:
     """name, tags (key -> value) and notes (oldest first) of one run."""
-    names = store.fetch("SELECT name FROM run_names WHERE run = :r", {"r": run_key})
-    tags = store.fetch(
-        "SELECT key, value FROM run_tags WHERE run = :r ORDER BY key", {"r": run_key}
-    )
-    notes = store.fetch(
-        "SELECT created, text FROM run_notes WHERE run = :r ORDER BY created", {"r": run_key}
-    )
+    names = reads.run_name_rows(store, run_key)
+    tags = reads.run_tag_rows(store, run_key)
+    notes = reads.run_note_rows(store, run_key)
     return {
         "name": names[0][0] if names else None,
         "tags": {k: v for k, v in tags},
@@ -83,12 +80,7 @@ def run_labels(store: Any, run_key: int) -> dict[str, Any]:
 
 def run_environment(store: Any, run_key: int) -> dict[str, Any] | None:
     """The recorded environment of one run (None: recorded before schema 3, or crashed)."""
-    rows = store.fetch(
-        "SELECT e.env_hash, e.python, e.platform, e.host, e.executable, e.accelerator, "
-        "e.stdout, e.stderr, p.packages FROM run_environment e "
-        "LEFT JOIN environments p ON p.hash = e.env_hash WHERE e.run = :r",
-        {"r": run_key},
-    )
+    rows = reads.environment_row(store, run_key)
     if not rows:
         return None
     digest, python, plat, host, exe, accel, out, err, packages = rows[0]

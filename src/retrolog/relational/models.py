@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import NotFoundError, UsageError
 from ..project import Project
+from ..store import query as reads
 from .access import open_store, resolve_project
 from .describe import find_run
 
@@ -34,12 +35,7 @@ class Checkpoint:
 
 
 def _checkpoints(store: Any, run_key: int) -> list[Checkpoint]:
-    rows = store.fetch(
-        "SELECT c.loop, c.iteration, c.manifest, c.bytes_total, "
-        "(SELECT max(l.ctx_id) FROM loops l WHERE l.run = c.run AND l.parent_id = c.ctx_id "
-        "AND l.name = c.loop) FROM checkpoints c WHERE c.run = :r",
-        {"r": run_key},
-    )
+    rows = reads.checkpoint_rows(store, run_key)
     found = [
         Checkpoint(loop, None if it is None else int(it), manifest, total, int(last or 0))
         for loop, it, manifest, total, last in rows
@@ -49,19 +45,11 @@ def _checkpoints(store: Any, run_key: int) -> list[Checkpoint]:
 
 
 def _main_loop(store: Any, run_key: int) -> str | None:
-    rows = store.fetch(
-        "SELECT name FROM loops WHERE run = :r AND parent_id = 0 ORDER BY ctx_id LIMIT 1",
-        {"r": run_key},
-    )
-    return str(rows[0][0]) if rows else None
+    return reads.first_main_loop(store, run_key)
 
 
 def _last_iteration(store: Any, run_key: int, main: str | None) -> int | None:
-    rows = store.fetch(
-        "SELECT max(iteration) FROM loops WHERE run = :r AND parent_id = 0 AND name = :n",
-        {"r": run_key, "n": main},
-    )
-    return None if not rows or rows[0][0] is None else int(rows[0][0])
+    return reads.last_iteration(store, run_key, main)
 
 
 def checkpoints(

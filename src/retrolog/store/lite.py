@@ -196,14 +196,6 @@ def hide_password(url: str) -> str:
     return re.sub(r"(//[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "open_db":  # its home before store/open.py; kept for code that imports it here
-        from .open import open_db
-
-        return open_db
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def insert_rows(tx: Transaction, table: str, rows: Sequence[Params]) -> None:
     """INSERT ``rows`` (dicts with the same keys) into ``table``. Table and column names are the
     caller's constants, never user input; the values are bound."""
