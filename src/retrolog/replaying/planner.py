@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,11 +11,10 @@ from .._ids import new_run_id
 from ..errors import MissingVersionError
 from ..project import Project
 from ..record.ranks import replay_refusal
-from ..record.values import from_cell
-from ..store.where import select_rows
+from ..store import planning as reads
 from ..versions import GitError, GitRepo
 from ..versions.remote import missing_version_message, missing_versions_message
-from .analysis import ScriptStructure, Statement
+from .analysis import Statement
 from .codebase import (
     VersionScript,
     imported_files,
@@ -27,137 +23,30 @@ from .codebase import (
     today_source,
     version_script,
 )
+from .corrections import correction_key, load_factor, past_corrections
 from .datacheck import check_data
-from .layout import Reach, Trees
-from .plan import (
-    CostModel,
-    Plan,
-    ReplayError,
-    RunPlan,
-    RunTimings,
-    TaskPlan,
-    pace,
-    split_contiguous,
-)
+from .layout import Reach
+from .plan import CostModel, Plan, ReplayError, RunPlan, TaskPlan, pace, split_contiguous
+from .rundata import RunData, Structures, load_run
+from .selection import NOT_SELECTED, check_where, narrow_to_siblings, select_coordinates
 
 if TYPE_CHECKING:
     from ..store.lite import Database
 
-NOT_SELECTED = "no row of this run matches --where"
 DEFAULT_LOAD_SPEED = 200e6  # bytes/s, used when no checkpoint exists to measure
 
-
-@dataclass
-class RunData:
-    """What the store recorded about one run, loaded once for planning and collecting."""
-
-    key: int
-    run_id: str
-    script: str
-    version: str | None
-    argv: list[str]
-    cwd: str | None
-    args: dict[str, Any]
-    main_loop: str | None = None  # the loop the run ran at depth 1 (its first, by name)
-    paths: dict[int, tuple[tuple[str, int], ...]] = field(
-        default_factory=dict
-    )  # ctx -> coordinates
-    main_ctx: dict[int, int] = field(default_factory=dict)  # main iteration -> ctx id
-    nested_loops: set[str] = field(default_factory=set)  # loops run inside main iterations
-    timings: RunTimings = field(default_factory=RunTimings)
-    checkpoints: list[tuple[int, str, str]] = field(default_factory=list)
-    checkpoint_bytes: dict[int, dict[str, int]] = field(default_factory=dict)
-    main_exit: tuple[str, int] | None = None  # (manifest, bytes)
-
-
-def load_run(store: Database, row: Any, main_loop: str | None = None) -> RunData:
-    """A run's recorded loops, timings and checkpoints. The main loop is the loop the run ran at
-    depth 1 (``parent_id = 0``; the first one, as recording counts only it), unless named."""
-    key = int(row.id)
-    args = {
-        name: from_cell(t, n, x)
-        for name, t, n, x in store.fetch(
-            "SELECT name, vtype, value_num, value_text FROM args WHERE run = :r", {"r": key}
-        )
-    }
-    data = RunData(
-        key,
-        row.run_id,
-        row.script,
-        row.version,
-        json.loads(row.argv or "[]"),
-        row.cwd,
-        args,
-        main_loop,
-    )
-    loops = store.fetch(
-        "SELECT ctx_id, parent_id, name, iteration FROM loops WHERE run = :r ORDER BY ctx_id",
-        {"r": key},
-    )
-    if data.main_loop is None:
-        data.main_loop = next((name for _c, parent, name, _i in loops if not parent), None)
-    for ctx_id, parent, name, iteration in loops:
-        base = data.paths.get(parent, ()) if parent else ()
-        data.paths[ctx_id] = (*base, (name, iteration))
-        if not parent and name == data.main_loop:
-            data.main_ctx[iteration] = ctx_id
-    main_ctxs = set(data.main_ctx.values())
-    data.nested_loops = {name for _c, parent, name, _i in loops if parent in main_ctxs}
-    ctx_to_main = {ctx: index for index, ctx in data.main_ctx.items()}
-    timings = data.timings
-    for kind, loop, ctx_id, iteration, seconds in store.fetch(
-        "SELECT kind, loop, ctx_id, iteration, seconds FROM timings WHERE run = :r", {"r": key}
-    ):
-        if kind == "startup":
-            timings.startup = seconds
-        elif kind == "prefix":
-            timings.prefix = seconds
-        elif kind == "suffix":
-            timings.suffix = seconds
-        elif kind == "iteration" and iteration is not None:
-            timings.iterations[int(iteration)] = seconds
-        elif kind == "nested" and ctx_id in ctx_to_main:
-            per_loop = timings.nested.setdefault(ctx_to_main[ctx_id], {})
-            per_loop[loop] = per_loop.get(loop, 0.0) + seconds
-    start_end = store.fetch("SELECT start_time, end_time FROM runs WHERE id = :r", {"r": key})[0]
-    if start_end[0] and start_end[1]:
-        timings.total = (
-            start_end[1] - start_end[0] + timings.prefix
-        )  # prefix counts from process start
-    for ctx_id, loop, iteration, manifest, nbytes in store.fetch(
-        "SELECT ctx_id, loop, iteration, manifest, bytes_total FROM checkpoints WHERE run = :r",
-        {"r": key},
-    ):
-        if iteration is None and ctx_id == 0:
-            data.main_exit = (manifest, int(nbytes or 0))
-        elif iteration is not None:
-            data.checkpoints.append((int(iteration), loop, manifest))
-            data.checkpoint_bytes.setdefault(int(iteration), {})[loop] = int(nbytes or 0)
-    return data
-
-
-class Structures:
-    """``ScriptStructure`` per version and recorded loop names (runs of a version share it)."""
-
-    def __init__(self, script: str, versions: dict[str, VersionScript]) -> None:
-        self.script = script
-        self.versions = versions
-        self._cache: dict[tuple[str, str | None, tuple[str, ...]], ScriptStructure] = {}
-        self._trees = Trees()  # files the versions share are parsed once
-
-    def get(self, version: str, data: RunData | None) -> ScriptStructure:
-        main = data.main_loop if data else None
-        nested = tuple(sorted(data.nested_loops)) if data and main else ()
-        key = (version, main, nested)
-        if key not in self._cache:
-            vs = self.versions[version]
-            every = {**vs.modules, **vs.files, self.script: vs.source}
-            modules = imported_files(self.script, every, self._trees)
-            modules.pop(self.script, None)
-            self._cache[key] = ScriptStructure(
-                vs.source, self.script, modules, main, nested if main else None, self._trees
-            )
-        return self._cache[key]
+__all__ = [  # RunData, NOT_SELECTED, VersionScript and the corrections are re-exported for callers
+    "NOT_SELECTED",
+    "RunData",
+    "VersionScript",
+    "build_plan",
+    "correction_key",
+    "load_factor",
+    "load_run",
+    "measure_load_speed",
+    "past_corrections",
+    "statement_text",
+]
 
 
 def statement_text(path: str, statement: Statement, script: str) -> str:
@@ -173,17 +62,8 @@ def _already_replayed(
     that run, from these same statements and over the same selection (no ``--where``, or the
     same one), and reproduced the run's recorded values there. A replay of an edited statement,
     of fewer iterations, or one whose divergence was accepted does not count."""
-    binds = {f"n{i}": name for i, name in enumerate(names)}
     try:
-        rows = store.fetch(
-            "SELECT DISTINCT l.run, l.name, r.replay_id, r.statements, r.where_clause, r.created "
-            "FROM logs l JOIN replays r ON r.replay_id = l.replay_id "
-            "JOIN runs u ON u.id = l.run "
-            "JOIN replay_runs f ON f.replay_id = r.replay_id AND f.run_id = u.run_id "
-            "WHERE r.status = 'finished' AND f.fidelity IN ('reproduced', 'unchecked') "
-            f"AND l.name IN ({', '.join(':' + b for b in binds)})",
-            binds,
-        )
+        rows = reads.replayed_values(store, names)
     except Exception:
         return {}
     wanted = [text.strip() for text in statements]
@@ -265,9 +145,7 @@ def build_plan(
     names = list(dict.fromkeys(names))
     if not names:
         raise ReplayError("name at least one logged value to replay")
-    rows = store.fetch(
-        "SELECT id, run_id, script, version, status, argv, cwd FROM runs WHERE status != 'running' ORDER BY run_id"
-    )
+    rows = reads.plannable_runs(store)
     repo = GitRepo(project.root) if project.in_git else None
     found = new_statements(project.root, python_files_today(project.root, repo), names)
     script = _pick_script(project, rows, names, script, found)
@@ -337,11 +215,11 @@ def build_plan(
     check_data(project, store, plans, {r.run_id: int(r.id) for r in rows}, allow_changed_data)
     remaining = [p for p in plans if not p.skipped]
     if remaining:
-        selected = _select(store, remaining, runs, structures, reaches, where)
+        selected = select_coordinates(store, remaining, runs, structures, reaches, where)
     else:  # every run skipped above: still refuse a --where that names no recorded column
         selected = {}
         if where:
-            _check_where(store, where)
+            check_where(store, where)
     objects_manifests = [c[2] for data in runs.values() for c in data.checkpoints[:1]]
     model = CostModel(
         measure_load_speed(project.objects_url, objects_manifests),
@@ -364,7 +242,7 @@ def build_plan(
         if plan.also and where is None and plan.level in ("outer", "inner"):
             coords.add(())  # keep what the statements log before/after the main loop too
         if plan.level == "outer" and plan.version in versions:
-            coords = _narrow_to_siblings(store, data, versions[plan.version], names, coords)
+            coords = narrow_to_siblings(store, data, versions[plan.version], names, coords)
             if not coords:
                 plan.skipped = "the block of the new statement never ran in this run"
                 continue
@@ -457,81 +335,6 @@ def build_plan(
     )
 
 
-CORRECTION_REPLAYS = 5  # the latest replays of a script whose tasks calibrate the next estimate
-CORRECTION_BOUNDS = (1 / 3, 3.0)  # wider than the pace's bounds: a factor also replaces the pace
-
-
-def correction_key(level: str, run_id: str, corrections: dict[str, float]) -> str | None:
-    """The correction that applies to a task: the run's own at this level, else the level's."""
-    for key in (f"{level}@{run_id}", level):
-        if key in corrections:
-            return key
-    return None
-
-
-def load_factor(cores: int) -> float:
-    """Runnable processes per core over the last minute, at least 1: how much slower than on a
-    quiet machine work runs now. A replay's learned correction is divided by the factor of its
-    own time and multiplied by today's, so a correction learned on a loaded machine does not
-    inflate every estimate on a quiet one (seen: 2.2x under on a loaded VM, then 32 s estimated
-    for 2.6 s on a quiet one)."""
-    try:
-        return max(1.0, os.getloadavg()[0] / max(cores or os.cpu_count() or 1, 1))
-    except OSError:
-        return 1.0
-
-
-def past_corrections(store: Database, script: str) -> dict[str, float]:
-    """Medians of actual / raw estimate (at the recorded pace, see ``TaskPlan.raw_seconds``)
-    over the tasks of the latest replays of ``script`` (tasks that ran once and succeeded; at
-    least 2 per median), per level (``"inner"``) and per level and run (``"inner@<run id>"``):
-    the part of the error that repeats. A level's factor holds the machine's speed now and what
-    the replay itself adds; a run's holds also how loaded the machine was when that run was
-    recorded (its timings are the estimate's basis), which differs from run to run. A factor
-    replaces the pace (a proxy measured once per fork server) and corrections applied earlier.
-    Bounded; {} without history."""
-    try:
-        replays = store.fetch(
-            "SELECT replay_id, plan FROM replays WHERE script = :s AND status = 'finished' "
-            "ORDER BY created DESC LIMIT :n",
-            {"s": script, "n": CORRECTION_REPLAYS},
-        )
-    except Exception:
-        return {}
-    ratios: dict[str, list[float]] = {}
-    for replay_id, plan_json in replays:
-        try:
-            doc = json.loads(plan_json or "{}")
-            applied = doc.get("corrections") or {}
-            load_then = max(float(doc.get("load") or 1.0), 1.0)
-            raws = {
-                int(t["task_id"]): float(t.get("raw_seconds") or 0.0)
-                for r in doc.get("runs") or []
-                for t in r.get("tasks") or []
-            }
-        except (ValueError, TypeError, KeyError, AttributeError):
-            continue
-        for task_id, level, run_id, estimate, actual in store.fetch(
-            "SELECT task_id, level, run_id, estimate_seconds, actual_seconds FROM replay_tasks "
-            "WHERE replay_id = :r AND status = 'done' AND attempts = 1",
-            {"r": replay_id},
-        ):
-            raw = raws.get(int(task_id), 0.0)
-            if not raw and estimate:  # a plan of an earlier version: undo its correction only
-                key = correction_key(level, run_id, applied)
-                raw = estimate / float(applied[key] if key else 1.0)
-            if raw > 0 and actual:
-                ratio = actual / raw / load_then
-                ratios.setdefault(level, []).append(ratio)
-                ratios.setdefault(f"{level}@{run_id}", []).append(ratio)
-    low, high = CORRECTION_BOUNDS
-    return {
-        key: min(max(sorted(values)[len(values) // 2], low), high)
-        for key, values in ratios.items()
-        if len(values) >= 2
-    }
-
-
 def _pick_script(
     project: Project,
     rows: Sequence[Any],
@@ -587,121 +390,3 @@ def _chunks(plan: RunPlan, n_runs: int, workers: int) -> list[list[int]]:
         return [plan.iterations]
     parts = -(-workers // max(n_runs, 1))
     return split_contiguous(plan.iterations, parts)
-
-
-def _select(
-    store: Database,
-    plans: Sequence[RunPlan],
-    runs: dict[str, RunData],
-    structures: Structures,
-    reaches: dict[str, Reach],
-    where: str | None,
-) -> dict[str, set[tuple[int, ...]]]:
-    """Selected coordinates per run: () for a whole run, (main,) or (main, nested) iterations."""
-    table: list[dict[str, Any]] = []
-    levels: dict[str, str | None] = {}
-    out: dict[str, set[tuple[int, ...]]] = {}
-    data_columns = _data_columns(store, [runs[p.run_id].key for p in plans]) if where else {}
-    for plan in plans:
-        data = runs[plan.run_id]
-        assert plan.version is not None
-        main_name = data.main_loop
-        base = {
-            "run_id": data.run_id,
-            "version": data.version,
-            "script": data.script,
-            **data.args,
-            **data_columns.get(data.key, {}),
-        }
-        rows: list[dict[str, Any]]
-        if plan.level == "inner":
-            inner_names = set(reaches[plan.run_id].loops) or data.nested_loops
-            rows = [
-                {
-                    **base,
-                    main_name: path[0][1],
-                    path[1][0]: path[1][1],
-                    "_coord": (path[0][1], path[1][1]),
-                }
-                for path in data.paths.values()
-                if len(path) == 2 and path[0][0] == main_name and path[1][0] in inner_names
-            ]
-        elif data.main_ctx and main_name:
-            rows = [{**base, main_name: i, "_coord": (i,)} for i in sorted(data.main_ctx)]
-        else:
-            rows = [{**base, "_coord": ()}]
-        levels[data.run_id] = plan.level
-        if where and data.main_ctx and main_name is not None:
-            _add_epoch_metrics(store, data, rows, main_name)
-        table.extend(rows)
-    chosen = select_rows(table, where, skip=("_coord",)) if where else range(len(table))
-    for index in chosen:
-        row = table[index]
-        coord = () if levels[row["run_id"]] in ("prefix", "suffix") else tuple(row["_coord"])
-        out.setdefault(row["run_id"], set()).add(coord)
-    return out
-
-
-def _data_columns(store: Database, run_keys: Sequence[int]) -> dict[int, dict[str, str]]:
-    """Per run key, its data versions as the columns ``runs()`` and ``dataframe()`` show
-    (``data.<name>``: the digest's first hex digits, or "missing"), for ``--where``."""
-    from ..record.data import SHORT
-    from .datacheck import recorded_versions
-
-    columns: dict[int, dict[str, str]] = {}
-    for key, rows in recorded_versions(store, run_keys).items():
-        for _run, name, _path, kind, digest, _algo, _manifest in rows:
-            shown = "missing" if kind == "missing" else str(digest)[:SHORT]
-            columns.setdefault(key, {})[f"data.{name}"] = shown
-    return columns
-
-
-def _narrow_to_siblings(
-    store: Database,
-    data: RunData,
-    vs: VersionScript,
-    names: Sequence[str],
-    coords: set[tuple[int, ...]],
-) -> set[tuple[int, ...]]:
-    """Keep the main iterations where the new statements can run: those in which the recorded
-    neighbour of each (same block, nothing but simple statements between) logged
-    (replaying/siblings.py). Unchanged when a statement has no such neighbour."""
-    from .siblings import logged_iterations, sibling_names
-
-    neighbours = sibling_names(vs.source, vs.lines, set(names)) if vs.lines else None
-    if not neighbours:
-        return coords
-    ran = logged_iterations(store, data, sorted(set(neighbours)))
-    return {c for c in coords if not c or c[0] in ran}
-
-
-def _check_where(store: Database, where: str) -> None:
-    """Raise the ``--where`` error a bad clause would get, over the columns any run could have
-    (facts, args, loop names, logged names), when there are no rows to filter."""
-    columns = ["run_id", "version", "script"]
-    for sql in (
-        "SELECT DISTINCT name FROM args",
-        "SELECT DISTINCT name FROM loops",
-        "SELECT DISTINCT name FROM logs",
-    ):
-        columns += [str(r[0]) for r in store.fetch(sql)]
-    select_rows([dict.fromkeys(columns)], where)
-
-
-def _add_epoch_metrics(
-    store: Database, data: RunData, rows: list[dict[str, Any]], main_name: str
-) -> None:
-    """Add the values the run recorded at main-loop level to its rows, so --where can use them."""
-    ctx_to_main = {ctx: i for i, ctx in data.main_ctx.items()}
-    found = store.fetch(
-        "SELECT ctx_id, name, vtype, value_num, value_text FROM logs WHERE run = :r AND replay_id IS NULL "
-        "AND ctx_id IN (SELECT ctx_id FROM loops WHERE run = :r AND parent_id = 0)",
-        {"r": data.key},
-    )
-    taken = {name for row in rows for name in row}
-    values: dict[int, dict[str, Any]] = {}
-    for ctx_id, name, t, n, x in found:
-        if ctx_id in ctx_to_main and name not in taken:
-            values.setdefault(ctx_to_main[ctx_id], {})[name] = from_cell(t, n, x)
-    for row in rows:
-        row.update(values.get(row.get(main_name), {}))  # type: ignore[arg-type]
