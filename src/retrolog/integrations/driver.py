@@ -69,6 +69,7 @@ class LoopDriver:
         self._rows: Any = None
         self._pending: list[tuple[str, Any, int]] = []  # batch tensors, converted in bulk
         self._pending_since = 0.0
+        self._instance: tuple[str, int, int, str] = ("ctx", 0, 2, NESTED)
 
     # -- session -----------------------------------------------------------------------------
     def start(self) -> RunSession | None:
@@ -147,8 +148,11 @@ class LoopDriver:
             self.end_step()
         if self.steps == 0:
             self._steps_t0 = time.perf_counter()
+            # shared by the epoch's step events, as in a nested retrolog.loop (session.py)
+            self._instance = ("ctx", self.epoch_ctx, 2, NESTED)
         self.steps += 1
-        cid = s.new_context(NESTED, index, index)
+        cid = s._next_ctx = s._next_ctx + 1
+        s.events.append((self._instance, cid, index, index, time.time()))
         s.ctx, s.depth = cid, 2
         self.step_open = True
 
@@ -261,6 +265,9 @@ class LoopDriver:
         every second, and where the batches end, at the coordinates where it was logged."""
         s = self.session
         if s is None or self.broken:
+            return
+        if not value.is_cuda:  # reading a CPU tensor waits for nothing
+            api.log(name, value.item())
             return
         pending = self._pending
         if not pending:

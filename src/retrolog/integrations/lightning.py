@@ -219,12 +219,14 @@ class _Hooks:
         on_step = in_step if on_step is None else bool(on_step)
         on_epoch = (not in_step) if on_epoch is None else bool(on_epoch)
         if in_step and on_step:
-            if hasattr(value, "detach") and value.numel() == 1:
+            if hasattr(value, "is_cuda") and value.numel() == 1:
                 driver.log_tensor(name, value)
             elif _scalar(value):
                 driver.log(name, value)
         if on_epoch:
-            self._epoch_keys[f"{name}_epoch" if on_step else name] = None
+            key = f"{name}_epoch" if on_step else name
+            if key not in self._epoch_keys:
+                self._epoch_keys[key] = None
 
     def _record_epoch_metrics(self, trainer: Any) -> None:
         if not self._epoch_keys or self.driver.epoch is None:
@@ -246,16 +248,18 @@ class _Hooks:
     def on_train_batch_start(
         self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int
     ) -> None:
-        def start() -> None:
+        driver = self.driver  # once per batch: no closure, no guard call
+        if driver.broken:
+            return
+        try:
             self.validated = False
-            driver = self.driver
             if driver.skip is not None and driver.epoch is not None:
                 driver.begin_skip()
                 self._skip_batch = True
                 return
-            driver.start_step(int(batch_idx))
-
-        self._guard("on_train_batch_start", start)
+            driver.start_step(batch_idx)
+        except Exception as exc:  # a run never dies because retrolog failed (replay re-raises)
+            driver.fail("on_train_batch_start", exc)
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         def start() -> None:

@@ -215,8 +215,10 @@ class RetrologCallback(TrainerCallback):
         self._guard("on_epoch_begin", begin)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        def begin() -> None:
-            driver = self.driver
+        driver = self.driver  # once per step: no closure, no guard call
+        if driver.broken:
+            return
+        try:
             if driver.skip is not None and driver.epoch is not None:
                 driver.begin_skip()
                 control.should_epoch_stop = True  # tested after this step
@@ -224,8 +226,8 @@ class RetrologCallback(TrainerCallback):
                 return
             driver.start_step(self._step)
             self._step += 1
-
-        self._guard("on_step_begin", begin)
+        except Exception as exc:  # a run never dies because retrolog failed (replay re-raises)
+            driver.fail("on_step_begin", exc)
 
     def _no_op_steps(self) -> None:
         trainer = self.trainer
@@ -247,10 +249,12 @@ class RetrologCallback(TrainerCallback):
             control.should_epoch_stop = True
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._guard("on_step_end", lambda: self._skipped_step_end(control))
+        if self.driver.skipping:
+            self._skipped_step_end(control)
 
     def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._guard("on_substep_end", lambda: self._skipped_step_end(control))
+        if self.driver.skipping:
+            self._skipped_step_end(control)
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         def end() -> None:
