@@ -10,8 +10,11 @@ import sys
 import tempfile
 import textwrap
 import time
+import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,3 +137,34 @@ def private_fork_servers() -> Iterator[str]:
         else:
             os.environ[DIR_ENV] = previous
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- PostgreSQL: one real server per session (tests/test_postgres.py, test_store_backends.py) ---
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """One PostgreSQL server for the whole session (starts in ~2 s), deleted at the end.
+
+    Its data directory is a fresh one right under the temp directory, not under pytest's
+    ``pytest-of-<user>``: run as root, pgserver hands the data directory to an unprivileged user
+    and opens every parent directory to it, which would loosen pytest's private directory (and a
+    concurrent pytest session closing it again would lock the server out)."""
+    with warnings.catch_warnings():  # platformdirs: "XDG_RUNTIME_DIR is not set" on bare CI
+        warnings.simplefilter("ignore")
+        import pgserver
+
+    pgdata = Path(tempfile.mkdtemp(prefix="retrolog-pg-"))
+    server = pgserver.get_server(pgdata, cleanup_mode="delete")
+    yield server
+    server.cleanup()
+
+
+def fresh_database(server: Any) -> str:
+    """A new, empty database on the server; its SQLAlchemy URL (psycopg 3)."""
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:16]
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server.get_uri(name).replace("postgresql://", "postgresql+psycopg://", 1)

@@ -6,10 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 import threading
-import uuid
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,37 +19,9 @@ import retrolog
 from retrolog.relational import QueryError, describe_run, open_store
 from retrolog.store import Store
 
-from .conftest import git, kill_after, run_python, script_env, write_script
+from .conftest import fresh_database, git, kill_after, run_python, script_env, write_script
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[Any]:
-    """One PostgreSQL server for the whole session (starts in ~2 s), deleted at the end.
-
-    Its data directory is a fresh one right under the temp directory, not under pytest's
-    ``pytest-of-<user>``: run as root, pgserver hands the data directory to an unprivileged user
-    and opens every parent directory to it, which would loosen pytest's private directory (and a
-    concurrent pytest session closing it again would lock the server out)."""
-    with warnings.catch_warnings():  # platformdirs: "XDG_RUNTIME_DIR is not set" on bare CI
-        warnings.simplefilter("ignore")
-        import pgserver
-
-    pgdata = Path(tempfile.mkdtemp(prefix="retrolog-pg-"))
-    server = pgserver.get_server(pgdata, cleanup_mode="delete")
-    yield server
-    server.cleanup()
-
-
-def fresh_database(server: Any) -> str:
-    """A new, empty database on the server; its SQLAlchemy URL (psycopg 3)."""
-    import psycopg
-
-    name = "t_" + uuid.uuid4().hex[:16]
-    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return server.get_uri(name).replace("postgresql://", "postgresql+psycopg://", 1)
 
 
 @pytest.fixture
