@@ -1,8 +1,9 @@
 """One ``--where`` grammar: the same clause selects the same rows at every entry point.
 
-The entry points: ``dataframe``/``runs`` (the vectorised path of ``relational.where``), the UI's
-``filter_frame`` (SQLite's own evaluation, ``store.where.select``), the CLI (``runs --where``)
-and the replay planner (``store.where.select_rows`` over plain rows, without pandas).
+The entry points: ``dataframe``/``runs`` (the vectorised path of ``relational.where``), the UI
+(``filter_frame``: SQLite's own evaluation, ``store.where.select``; and its ``/api/runs``), the CLI
+(``runs --where``) and the replay planner (``store.where.select_rows`` over plain rows, without
+pandas).
 """
 
 from __future__ import annotations
@@ -115,4 +116,12 @@ def test_same_runs_and_iterations_for_dataframe_cli_and_replay_planner(
         check=True,
     )
     assert set(pd.read_csv(io.StringIO(cli.stdout))["run_id"]) == listed
-    assert listed == {r for r, _e in from_frame} or run_clause == "lr = 0.1"
+    from fastapi.testclient import TestClient
+
+    from retrolog.ui import create_app
+
+    ui = TestClient(create_app(history), base_url="http://127.0.0.1")
+    shown = ui.get("/api/runs", params={"where": run_clause}).json()["runs"]
+    assert {r["run_id"] for r in shown} == listed
+    if "epoch" in where:  # the run-level part of the clause picks the runs the frame has
+        assert listed == {r for r, _e in from_frame}
