@@ -25,34 +25,22 @@ def doc_example(page: Path) -> str:
     return match.group(1)
 
 
-def run_all(repo: Path, commands: list[list[str]], **env: str) -> None:
-    """Run the scripts as real subprocesses, all at once (runs of one version are independent)."""
+def run_all(jobs: list[tuple[Path, list[str]]], **env: str) -> None:
+    """Run scripts (directory, command) as real subprocesses, all at once."""
     procs = [
         subprocess.Popen(
             [sys.executable, *command],
-            cwd=repo,
+            cwd=cwd,
             env=script_env(**{**RECORD_ENV, **env}),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for command in commands
+        for cwd, command in jobs
     ]
     for proc in procs:
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out
-
-
-def record_history(repo: Path, versions: list[tuple[str, list[list[str]]]]) -> None:
-    """Commit each version's train.py and record its runs."""
-    repo.mkdir(parents=True)
-    git(repo, "init", "-q", "-b", "main")
-    (repo / ".gitignore").write_text("out/\nlightning_logs/\n")
-    for index, (source, commands) in enumerate(versions):
-        (repo / "train.py").write_text(source)
-        git(repo, "add", ".gitignore", "train.py")
-        git(repo, "commit", "-q", "-m", f"version {index + 1}")
-        run_all(repo, commands)
 
 
 RUNNER = """
@@ -64,19 +52,33 @@ for script, args in {runs!r}:
     retrolog.commit()
 """
 
+Versions = list[tuple[str, list[list[str]]]]
 
-def record_reference(repo: Path, versions: list[tuple[str, list[list[str]]]]) -> None:
-    """The same runs with the statements written in from the start, one process for all (each
-    run starts from its seeds, as in its own process)."""
+
+def record(repo: Path, versions: Versions, reference: Path, with_statements: Versions) -> None:
+    """Record ``versions`` in ``repo`` as a user would (commit each version's train.py, run its
+    runs: those of one version at once), and in ``reference`` the same runs with the statements
+    written in from the start, in one process for all (each run starts from its seeds, as in its
+    own process), alongside the last version's runs (the machine has two cores)."""
+    reference.mkdir(parents=True)
+    git(reference, "init", "-q", "-b", "main")
+    runs = []
+    for index, (source, commands) in enumerate(with_statements):
+        name = f"train_v{index + 1}.py"
+        (reference / name).write_text(source)
+        runs += [(name, command[1:]) for command in commands]
+    (reference / "runner.py").write_text(textwrap.dedent(RUNNER.format(runs=runs)))
     repo.mkdir(parents=True)
     git(repo, "init", "-q", "-b", "main")
-    runs = []
+    (repo / ".gitignore").write_text("out/\nlightning_logs/\n")
     for index, (source, commands) in enumerate(versions):
-        name = f"train_v{index + 1}.py"
-        (repo / name).write_text(source)
-        runs += [(name, command[1:]) for command in commands]
-    (repo / "runner.py").write_text(textwrap.dedent(RUNNER.format(runs=runs)))
-    run_all(repo, [["runner.py"]])
+        (repo / "train.py").write_text(source)
+        git(repo, "add", ".gitignore", "train.py")
+        git(repo, "commit", "-q", "-m", f"version {index + 1}")
+        jobs = [(repo, command) for command in commands]
+        if index == len(versions) - 1:
+            jobs.append((reference, ["runner.py"]))
+        run_all(jobs)
 
 
 def values_by_arg(project: Path, name: str, arg: str) -> dict[Any, list[tuple[Any, float]]]:

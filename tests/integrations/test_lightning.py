@@ -24,8 +24,7 @@ from retrolog.replaying.analysis import ScriptStructure  # noqa: E402
 
 from .common import (  # noqa: E402
     doc_example,
-    record_history,
-    record_reference,
+    record,
     tree_digest,
     values_by_arg,
     values_by_run,
@@ -66,21 +65,27 @@ def with_statements(source: str, module: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("lightning") / "proj"
-    record_history(repo, [(V1, RUNS[0]), (V2, RUNS[1])])
-    return repo
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("lightning-ref") / "proj"
-    versions = [
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(the recorded history, the reference runs that had the statements from the start)."""
+    root = tmp_path_factory.mktemp("lightning")
+    history, reference = root / "proj", root / "reference"
+    versions = [(V1, RUNS[0]), (V2, RUNS[1])]
+    statements = [
         (with_statements(V1, "self.layer"), RUNS[0]),
         (with_statements(V2, "self.body"), RUNS[1]),
     ]
-    record_reference(repo, versions)
-    return repo
+    record(history, versions, reference, statements)
+    return history, reference
+
+
+@pytest.fixture(scope="module")
+def history(recorded: tuple[Path, Path]) -> Path:
+    return recorded[0]
+
+
+@pytest.fixture(scope="module")
+def reference(recorded: tuple[Path, Path]) -> Path:
+    return recorded[1]
 
 
 @pytest.fixture

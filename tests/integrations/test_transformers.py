@@ -26,8 +26,7 @@ from retrolog.replaying.analysis import ScriptStructure  # noqa: E402
 
 from .common import (  # noqa: E402
     doc_example,
-    record_history,
-    record_reference,
+    record,
     tree_digest,
     values_by_arg,
 )
@@ -66,18 +65,24 @@ def with_statements(source: str, outputs: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("hf") / "proj"
-    record_history(repo, [(V1, RUNS[0]), (V2, RUNS[1])])
-    return repo
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(the recorded history, the reference runs that had the statements from the start)."""
+    root = tmp_path_factory.mktemp("hf")
+    history, reference = root / "proj", root / "reference"
+    versions = [(V1, RUNS[0]), (V2, RUNS[1])]
+    statements = [(with_statements(V1, "outputs"), RUNS[0]), (with_statements(V2, "out"), RUNS[1])]
+    record(history, versions, reference, statements)
+    return history, reference
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("hf-ref") / "proj"
-    versions = [(with_statements(V1, "outputs"), RUNS[0]), (with_statements(V2, "out"), RUNS[1])]
-    record_reference(repo, versions)
-    return repo
+def history(recorded: tuple[Path, Path]) -> Path:
+    return recorded[0]
+
+
+@pytest.fixture(scope="module")
+def reference(recorded: tuple[Path, Path]) -> Path:
+    return recorded[1]
 
 
 @pytest.fixture
