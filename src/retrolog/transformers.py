@@ -4,6 +4,12 @@ run (see ``retrolog.integrations.transformers``). Needs ``pip install 'retrolog[
 
 from __future__ import annotations
 
-from .integrations.transformers import RetrologCallback, training_args
+try:
+    from .integrations.transformers import RetrologCallback, training_args
+except ImportError as exc:  # transformers (or accelerate, which its Trainer needs) is missing
+    raise ImportError(
+        f"retrolog.transformers needs the Hugging Face Trainer ({exc}): "
+        "pip install 'retrolog[transformers]'"
+    ) from exc
 
 __all__ = ["RetrologCallback", "training_args"]
