@@ -147,3 +147,13 @@ def test_inner_and_outer_statements_replay_to_the_reference_values(
     assert values_by_arg(project, "w_step", "lr") == values_by_arg(reference, "w_step", "lr")
     assert counter.read_text().count("step") == 9  # the version-2 run's batches, re-executed
     assert tree_digest(project) == edited
+
+
+def test_the_callback_is_a_callback_of_the_imported_lightning_package() -> None:
+    import pytorch_lightning as pl
+
+    from retrolog.lightning import RetrologCallback, callback_class
+
+    assert issubclass(RetrologCallback, pl.Callback)
+    assert issubclass(callback_class("pytorch_lightning"), pl.Callback)
+    assert RetrologCallback().state_dict() == {}  # nothing of ours in Lightning's checkpoints

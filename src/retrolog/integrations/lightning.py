@@ -306,21 +306,27 @@ class _Hooks:
         self._patched = []
 
 
-_CLASSES: dict[str, type] = {}
+_CLASSES: dict[tuple[str, ...], type] = {}
 
 
 def callback_class(package: str | None = None) -> type:
-    """``RetrologCallback`` as a subclass of ``package``'s ``Callback`` (see lightning_package)."""
-    module = lightning_package(package)
-    name = module.__name__
-    if name not in _CLASSES:
-        base = module.Callback
-        _CLASSES[name] = type(
+    """``RetrologCallback`` as a subclass of ``package``'s ``Callback`` (see lightning_package);
+    without ``package``, of the ``Callback`` of every Lightning package the process imported, so
+    either package's ``Trainer`` accepts it (a library may import the other one)."""
+    if package is not None:
+        modules = [lightning_package(package)]
+    else:
+        modules = [sys.modules[name] for name in PACKAGES if name in sys.modules]
+        modules = modules or [lightning_package()]
+    key = tuple(module.__name__ for module in modules)
+    if key not in _CLASSES:
+        bases = tuple(dict.fromkeys(module.Callback for module in modules))
+        _CLASSES[key] = type(
             "RetrologCallback",
-            (_Hooks, base),
+            (_Hooks, *bases),
             {"__doc__": _DOC, "__module__": "retrolog.lightning"},
         )
-    return _CLASSES[name]
+    return _CLASSES[key]
 
 
 _DOC = """Record a Lightning run with retrolog: ``Trainer(callbacks=[RetrologCallback()])``.
