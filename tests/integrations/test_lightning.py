@@ -157,3 +157,20 @@ def test_the_callback_is_a_callback_of_the_imported_lightning_package() -> None:
     assert issubclass(RetrologCallback, pl.Callback)
     assert issubclass(callback_class("pytorch_lightning"), pl.Callback)
     assert RetrologCallback().state_dict() == {}  # nothing of ours in Lightning's checkpoints
+
+
+def test_training_goes_on_when_retrolog_cannot_checkpoint(tmp_path: Path) -> None:
+    """The object store cannot be opened (a path under a file): one warning, the run finishes
+    with its values recorded and no checkpoint."""
+    from ..conftest import git, run_python
+
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "train.py").write_text(V1)
+    (repo / "blocker").write_text("a file, not a directory\n")
+    proc = run_python(repo, "train.py", RETROLOG_OBJECTS=str(repo / "blocker" / "objects"))
+    assert "retrolog: cannot checkpoint into" in proc.stderr
+    assert [len(v) for v in values_by_run(repo, "loss")] == [9]
+    saved = retrolog.query("SELECT count(*) AS n FROM checkpoints", project=repo)
+    assert int(saved.n[0]) == 0
