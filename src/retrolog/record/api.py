@@ -65,6 +65,7 @@ def _begin() -> RunSession:
             _session = notebook or ranks.new_session(
                 project, script, list(sys.argv), dict(_overrides)
             )
+        _session.start()  # its threads, now that it is whole
         _install_hooks()
         if settings.TRACK_DATA.get():  # automatic data versions (record/data.py)
             from .data import start_tracking

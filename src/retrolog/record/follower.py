@@ -2,7 +2,7 @@
 
 A run that logs tens of thousands of values a second (a step loop with per-step logging) would
 spend ~5 µs of Python per event shaping and inserting rows, on a thread that shares the GIL with
-training. Past ``session.DELEGATE_EVENTS`` events in one flush, the run starts this module as a
+training. Past ``backend.DELEGATE_EVENTS`` events in one flush, the run starts this module as a
 separate process (``python -m retrolog.record.follower``): it follows the journal file, ingests each
 complete record (idempotently, above the run's high-water mark, as crash recovery does) and exits
 once it has stored the run's ``end`` event. The training process waits for it at the end of the

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..project import Project
 from ..settings import RANKS
+from .backend import DiscardBackend
 from .session import RunSession
 
 RANKS_ENV = RANKS.name
@@ -81,18 +82,10 @@ def records_all_ranks(value: str | None = None) -> bool:
 
 
 class SilentSession(RunSession):
-    """The session of a rank that does not record: the API works, nothing is kept or written."""
+    """The session of a rank that does not record: the API works, nothing is kept or written
+    (made with a ``DiscardBackend``)."""
 
     silent = True
-
-    def _open_journal(self) -> None:
-        return None
-
-    def _snapshot(self) -> None:
-        return None
-
-    def _ingest(self) -> None:
-        self._unstored.clear()
 
     def _loop_exited(self, name: str, parent: int, is_main: bool) -> None:
         return None
@@ -100,17 +93,12 @@ class SilentSession(RunSession):
     def record_arg(self, name: str, value: Any) -> None:
         return None
 
-    def flush(self) -> None:
-        del self.rows[: len(self.rows)]
-        del self.events[: len(self.events)]
-
     def close(self, status: str = "finished", error: str | None = None) -> None:
         if self._closed:
             return
         self._closed = True
         self.status, self.error = status, error
-        self._stop.set()
-        self._store_wanted.set()
+        self.backend.stop()
 
 
 def new_session(
@@ -122,7 +110,7 @@ def new_session(
 
     launch = current_launch()
     if launch is not None and launch.rank != 0 and not records_all_ranks():
-        return SilentSession(project, script, argv, overrides)
+        return SilentSession(project, script, argv, overrides, backend=DiscardBackend())
     session = RunSession(project, script, argv, overrides)
     if launch is not None:
         for name, value in (

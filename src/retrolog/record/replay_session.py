@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 from .._warn import warn_once
 from ..project import Project
 from ..settings import REPLAY
-from .journal import Journal
-from .session import RunSession, _user_frame
+from .backend import TaskOutputBackend
+from .carried import user_frame
+from .session import RunSession
 
 if TYPE_CHECKING:
     from ..code import Carried
@@ -67,6 +68,9 @@ class TaskSpec:
     main_exit: str | None = None  # manifest of the main loop's exit
     # outer level, some iterations selected: the only ones whose observations matter
     selected_iterations: list[int] | None = None
+    # the new statements run before an iteration's nested loops: a selected iteration's own
+    # nested loops are not needed either
+    selected_before_nested: bool = False
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -95,24 +99,14 @@ class ReplaySession(RunSession):
         self._full = set(spec.full_iterations) if spec.full_iterations is not None else None
         self._objects: Any = None
         self.fallbacks: list[str] = []
-        super().__init__(project, script, argv, overrides={})
+        super().__init__(
+            project, script, argv, overrides={}, backend=TaskOutputBackend(spec.output)
+        )
         self.args.update(spec.args)
 
-    # -- sinks: the output file only ---------------------------------------------------------
-    def _open_journal(self) -> Journal | None:
-        return Journal(Path(self.spec.output))
-
-    def _snapshot(self) -> None:
-        return None
-
-    def _ingest(self) -> None:
-        self._unstored.clear()
-
+    # -- the output file only (TaskOutputBackend): no checkpoints, args or code version -------
     def _loop_exited(self, name: str, parent: int, is_main: bool) -> None:
         return None
-
-    def _journal_disposable(self) -> bool:
-        return False  # the output file is the task's result
 
     def record_arg(self, name: str, value: Any) -> None:
         return None
@@ -148,7 +142,9 @@ class ReplaySession(RunSession):
         checkpointed = self._checkpointed.get(name, [])
         at = bisect.bisect_right(checkpointed, index)
         until = checkpointed[at] if at < len(checkpointed) else None
-        first = bisect.bisect_left(self._selected, index)  # the first selected >= index
+        # the first selected iteration whose statements may observe this iteration's loops
+        after = bisect.bisect_right if self.spec.selected_before_nested else bisect.bisect_left
+        first = after(self._selected, index)
         return first == len(self._selected) or (until is not None and self._selected[first] > until)
 
     def _may_skip(self, name: str) -> bool:
@@ -196,7 +192,7 @@ class ReplaySession(RunSession):
             return False
         from ..code import carried_at
 
-        frame = _user_frame()
+        frame = user_frame()
         carried = carried_at(frame.f_code.co_filename, frame.f_lineno) if frame else None
         if frame is None or carried is None:
             self.fallbacks.append(f"{what}: not driven by a for statement here, re-executed")
