@@ -356,3 +356,41 @@ def test_the_estimate_says_what_happens_to_nested_loops() -> None:
     assert "2 iterations (nested loop step re-executed)" in basis[1]
     assert "(nested loop step restored from checkpoints in 1, re-executed in 1)" in basis[2]
     assert not any("skipping" in b for b in basis)
+
+
+BEFORE_NESTED = """\
+import retrolog
+
+for it in retrolog.loop("iter", range(10)):
+    if it % 5 == 0:
+        retrolog.log("val_loss", 1.0)
+        # EVAL
+    for micro in retrolog.loop("micro", range(3)):
+        x = micro
+    retrolog.log("loss", x)
+    # AFTER
+    for repeat in range(2):
+        # AROUND
+        for k in retrolog.loop("micro2", range(2)):
+            pass
+"""
+
+
+def _line(source: str, marker: str) -> int:
+    return next(i for i, text in enumerate(source.splitlines(), 1) if f"# {marker}" in text)
+
+
+def test_statements_before_the_nested_loops_of_an_iteration() -> None:
+    """A statement in the evaluation block runs before the iteration's nested loops (a lazy
+    replay may skip them in the selected iterations too); one after a nested loop, or inside a
+    loop of the body around one, does not; only the names logged before them are compared."""
+    structure = ScriptStructure(
+        BEFORE_NESTED, "train.py", main_loop="iter", nested_loops=["micro", "micro2"]
+    )
+    at = {m: _line(BEFORE_NESTED, m) for m in ("EVAL", "AFTER", "AROUND")}
+    assert structure.before_nested({"train.py": [at["EVAL"]]})
+    assert not structure.before_nested({"train.py": [at["AFTER"]]})
+    assert not structure.before_nested({"train.py": [at["EVAL"], at["AROUND"]]})
+    assert not structure.before_nested({"model.py": [3]})
+    assert not structure.before_nested({})
+    assert structure.logged_before_nested() == {"val_loss"}

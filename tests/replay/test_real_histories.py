@@ -184,6 +184,9 @@ def test_nanogpt_outer_statement_skips_the_micro_steps(
     # was logged (every eval_interval = 4th) are replayed for it, the others skipped lazily
     for run_plan in report.plan.runs:
         assert run_plan.iterations == [0, 4, 8, 12, 16] and run_plan.lazy
+        # the evaluation block comes before the micro-step loop: the selected iterations' own
+        # micro loops are skipped too, and fidelity compares what the block logs (val_loss)
+        assert run_plan.before_nested and "val_loss" in run_plan.compared
     # the estimate counts what the replay does: the micro loops it re-executed, no more
     for result in report.runs:
         bases = [t.basis for t in report.plan.tasks if t.run_id == result.run_id]

@@ -270,6 +270,57 @@ class ScriptStructure:
                 needed.add(loop.name)
         return needed
 
+    def before_nested(self, placed: Mapping[str, Sequence[int]]) -> bool:
+        """True when every statement at ``placed`` (file -> lines) runs in the main loop's body
+        before each of its nested loops, in the same iteration: so what a nested loop does in an
+        iteration is never observed by those statements in that iteration (a lazy outer replay
+        then skips the selected iterations' own nested loops too). Conservative: a nested loop
+        in another file or function, or one inside a loop of the body that also holds a
+        statement, answers False."""
+        main = self.main
+        if main is None or not self.nested or not placed:
+            return False
+        first = main.node.lineno
+        starts = []
+        for loop in self.nested:
+            inside = any(parent is main.node for parent in loop.parents)
+            if loop.path != main.path or not inside:
+                return False
+            starts.append(loop.node.lineno)
+            for parent in loop.parents:  # a loop of the body around the nested loop
+                if parent is main.node or not isinstance(parent, (ast.For, ast.While)):
+                    continue
+                end = parent.end_lineno or parent.lineno
+                if any(parent.lineno <= line <= end for line in placed.get(main.path, [])):
+                    return False
+        for path, lines in placed.items():
+            if path != main.path and lines:
+                return False
+            if any(not first < line < min(starts) for line in lines):
+                return False
+        return True
+
+    def logged_before_nested(self) -> set[str]:
+        """The names the main loop's body logs (``retrolog.log("name", ...)`` with a literal name)
+        before its first nested loop: in a lazy replay that skips the selected iterations' own
+        nested loops (``before_nested``), the recorded values fidelity can still compare."""
+        main = self.main
+        if main is None or not self.nested:
+            return set()
+        start = min(loop.node.lineno for loop in self.nested)
+        names = set()
+        for node in ast.walk(main.node):
+            if (
+                _is_api_call(node, "log")
+                and isinstance(node, ast.Call)
+                and node.lineno < start
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
+                names.add(node.args[0].value)
+        return names
+
     def suffix_needs_main_loop(self) -> bool:
         """True when code after the main loop reads names the main loop changes (not restorable)."""
         if self.main is None:  # also a framework's loops: never skipped for the suffix

@@ -86,12 +86,14 @@ def compare_and_pick(
     keep: Any,
     tolerance: float,
     compare_all: bool = True,
+    compared: set[str] | None = None,
 ) -> tuple[Fidelity, list[tuple[int, str, Cell]]]:
     """Fidelity of the re-logged recorded values, and the new values to store (deduplicated).
 
     ``keep(path) -> bool`` says whether a new value at these coordinates was selected; without
     ``compare_all`` only recorded values there are compared (a lazy replay's other iterations
-    ran on state it did not restore).
+    ran on state it did not restore); ``compared``: only these names are (a lazy replay that
+    skips the selected iterations' own nested loops: what the body logs after them is stale).
     """
     path_to_ctx = {path: ctx for ctx, path in data.paths.items()}
     path_to_ctx[()] = 0
@@ -113,6 +115,8 @@ def compare_and_pick(
                     new_rows[(ctx, name, occurrence)] = cell
                 continue
             if not compare_all and not keep(path):
+                continue
+            if compared is not None and name not in compared:
                 continue
             values = recorded.get((ctx, name))
             if values is None or occurrence >= len(values):

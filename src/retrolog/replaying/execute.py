@@ -172,6 +172,9 @@ def _job(
         selected_iterations=next(
             (r.iterations for r in plan.runs if r.run_id == task.run_id and r.lazy), None
         ),
+        selected_before_nested=any(
+            r.before_nested for r in plan.runs if r.run_id == task.run_id and r.lazy
+        ),
         checkpoints=data.checkpoints,
         main_exit=data.main_exit[0] if data.main_exit else None,
     )
@@ -227,7 +230,14 @@ def _collect_run(
     main_name = data.main_loop
     keep = _selector(run_plan.level or "full", selected, main_name)
     fidelity, new_rows = compare_and_pick(
-        store, data, outputs, set(plan.names), keep, tolerance, compare_all=not run_plan.lazy
+        store,
+        data,
+        outputs,
+        set(plan.names),
+        keep,
+        tolerance,
+        compare_all=not run_plan.lazy,
+        compared=set(run_plan.compared) if run_plan.before_nested else None,
     )
     result = RunResult(
         run_plan.run_id,

@@ -96,6 +96,10 @@ class RunPlan:
     # outer level with only some iterations selected: nested loops no selected iteration depends
     # on are skipped without restoring, and fidelity compares the selected iterations only
     lazy: bool = False
+    # lazy, and the new statements run before the nested loops in an iteration's body: a
+    # selected iteration's own nested loops are not needed either
+    before_nested: bool = False
+    compared: list[str] = field(default_factory=list)  # before_nested: the names fidelity compares
     # where the statements also run besides ``level`` ("prefix", "suffix"), and why in words
     also: list[str] = field(default_factory=list)
     why: str = ""
@@ -204,7 +208,10 @@ def nested_work(
 
 
 def lazy_skips(
-    checkpoints: dict[int, dict[str, int]], selected: list[int], reexecute: set[str]
+    checkpoints: dict[int, dict[str, int]],
+    selected: list[int],
+    reexecute: set[str],
+    before_nested: bool = False,
 ) -> Callable[[int, Iterable[str]], frozenset[str]]:
     """For a lazy outer replay: per main iteration, the nested loops it skips without restoring
     anything, because no selected iteration lies between it and the loop's next checkpoint
@@ -216,7 +223,8 @@ def lazy_skips(
             by_loop.setdefault(loop, []).append(index)
 
     def unneeded(index: int, loops: Iterable[str]) -> frozenset[str]:
-        first = bisect.bisect_left(chosen, index)
+        # the first selected iteration whose statements may observe this iteration's loops
+        first = (bisect.bisect_right if before_nested else bisect.bisect_left)(chosen, index)
         out = set()
         for loop in loops:
             if loop in reexecute:
@@ -330,6 +338,7 @@ class CostModel:
         skip_main_loop: bool,
         pace: float | None = None,
         selected: list[int] | None = None,
+        before_nested: bool = False,
     ) -> tuple[float, str]:
         """(seconds, basis) for one task, at ``pace`` (default: the model's). ``selected``: the
         iterations a lazy outer replay needs (None: every one)."""
@@ -358,7 +367,11 @@ class CostModel:
         restored: dict[str, int] = {}
         rerun: dict[str, int] = {}
         skipped: dict[str, int] = {}
-        unneeded = lazy_skips(checkpoints, selected, reexecute) if selected is not None else None
+        unneeded = (
+            lazy_skips(checkpoints, selected, reexecute, before_nested)
+            if selected is not None
+            else None
+        )
         for index in iterations:
             if index in full:
                 full_time += timings.iterations.get(index, 0.0) * pace

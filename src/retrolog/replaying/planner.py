@@ -251,6 +251,9 @@ def build_plan(
         plan.lazy = plan.level == "outer" and len(plan.iterations) < len(data.main_ctx)
         assert plan.version is not None and plan.level is not None
         structure = structures.get(plan.version, data)
+        if plan.lazy and plan.version in versions:
+            plan.before_nested = structure.before_nested(versions[plan.version].placed)
+            plan.compared = sorted(structure.logged_before_nested()) if plan.before_nested else []
         reexecute = structure.loops_to_reexecute()
         plan.reexecute_loops = sorted(reexecute)
         last_recorded = max(data.main_ctx) if data.main_ctx else None
@@ -275,8 +278,10 @@ def build_plan(
                 skip_main,
             )
             chosen = plan.iterations if plan.lazy else None
-            seconds, basis = model.task(*shape, selected=chosen)
-            raw_seconds, raw_bases[task_id] = model.task(*shape, pace=1.0, selected=chosen)
+            seconds, basis = model.task(*shape, selected=chosen, before_nested=plan.before_nested)
+            raw_seconds, raw_bases[task_id] = model.task(
+                *shape, pace=1.0, selected=chosen, before_nested=plan.before_nested
+            )
             if run_suffix:
                 seconds += data.timings.suffix * model.pace
                 raw_seconds += data.timings.suffix
