@@ -145,7 +145,26 @@ class ReplaySession(RunSession):
         # the first selected iteration whose statements may observe this iteration's loops
         after = bisect.bisect_right if self.spec.selected_before_nested else bisect.bisect_left
         first = after(self._selected, index)
-        return first == len(self._selected) or (until is not None and self._selected[first] > until)
+        unneeded = first == len(self._selected) or (
+            until is not None and self._selected[first] > until
+        )
+        return unneeded and self._carried_bound()
+
+    def _carried_bound(self) -> bool:
+        """Whether the variables the code after this nested loop reads from it are bound: a loop
+        skipped without restoring leaves them as an earlier iteration left them, and before its
+        first pass (or when the loop cannot be analysed) there is nothing to leave."""
+        from ..code import carried_at
+
+        frame = user_frame()
+        carried = carried_at(frame.f_code.co_filename, frame.f_lineno) if frame else None
+        if frame is None or carried is None:
+            return False
+        names = frame.f_globals if carried.module_level else frame.f_locals
+        return all(
+            var in (frame.f_globals if var in carried.global_names else names)
+            for var in carried.names
+        )
 
     def _may_skip(self, name: str) -> bool:
         if self.spec.level == "full" or name in self._reexecute or self.main_index is None:
