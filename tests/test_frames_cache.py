@@ -98,6 +98,8 @@ def test_an_unwritable_cache_falls_back_to_the_store(project: Path) -> None:
     write_script(project, NESTED)
     run_python(project, "train.py", "--kwargs", "offset=3")
     cache = _cache(project)
+    for suffix in ("", "-wal", "-shm"):  # the one ingest kept current
+        Path(f"{cache}{suffix}").unlink(missing_ok=True)
     cache.mkdir()  # a directory where the cache file should be: sqlite cannot open it
     try:
         with pytest.warns(UserWarning, match="dataframe cache"):

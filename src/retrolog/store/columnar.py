@@ -16,7 +16,13 @@ and marks the (run, name) and run entries they touch stale; stale and missing en
 from the store again, all inside one read transaction of the store, so what is cached is a
 consistent snapshot. A name is cached for all runs or not at all, so the runs that hold a name are
 the cache's entries for it. If the marks are above the store's largest rowid (the store was
-recreated), the cache starts over. Any problem with the cache file: the caller reads the store.
+recreated), or the row at a mark is not the one seen when it was set (rowids reused), the cache
+starts over. Any problem with the cache file: the caller reads the store.
+
+Ingest keeps it current (``store/columnar_ingest.py``): each ingest transaction appends the
+packed rows it wrote as a new *part* of their entries and moves the marks, in a cache
+transaction committed only after the store's, so the cache never holds rows the store lacks; a
+killed ingest leaves the marks behind, and the rows above them are marked stale as above.
 """
 
 from __future__ import annotations
@@ -34,17 +40,28 @@ from .._warn import warn_once
 
 ROW_DTYPE = np.dtype([("k", "i8"), ("m", "i8"), ("v", "f8")])
 LOOP_DTYPE = np.dtype([("k", "i8"), ("p", "i8"), ("i", "i8")])
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: entries in parts (appended at ingest); marks with tails
+SCHEMA_VERSION = 2  # the cache file's user_version: its tables' layout
 _CHUNK = 500  # bound parameters per IN (...)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS marks (key TEXT PRIMARY KEY, value);
 CREATE TABLE IF NOT EXISTS complete (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS log_arrays (
-    name TEXT NOT NULL, run INTEGER NOT NULL, k BLOB, m BLOB, v BLOB, PRIMARY KEY (name, run));
+    name TEXT NOT NULL, run INTEGER NOT NULL, part INTEGER NOT NULL, k BLOB, m BLOB, v BLOB,
+    PRIMARY KEY (name, run, part));
 CREATE TABLE IF NOT EXISTS loop_arrays (
-    run INTEGER PRIMARY KEY, names TEXT, k BLOB, p BLOB, i BLOB);
+    run INTEGER NOT NULL, part INTEGER NOT NULL, names TEXT, k BLOB, p BLOB, i BLOB,
+    PRIMARY KEY (run, part));
 """
+STALE = -1  # the part of a (name, run) entry's stale marker (k, m, v NULL): read it again
+# the store row at a mark, compared on each use: a store whose rowids were reused (a lost
+# transaction, a recreated file) does not keep a cache built from the rows it lost
+_TAILS = {
+    "logs": "SELECT json_array(run, seq, ctx_id, name, vtype, value_num, value_text, replay_id) "
+    "FROM logs WHERE rowid = ?",
+    "loops": "SELECT json_array(run, ctx_id, parent_id, name, iteration) FROM loops WHERE rowid = ?",
+}
 
 
 def cache_path(db_path: Path) -> Path:
@@ -57,6 +74,31 @@ def drop_cache(db_path: Path) -> None:
         Path(str(cache_path(db_path)) + suffix).unlink(missing_ok=True)
 
 
+def connect(path: Path, timeout: float = 30, **options: Any) -> sqlite3.Connection:
+    """A connection to the cache file at ``path``, its schema created."""
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, **options)
+    try:
+        # WAL, synchronous NORMAL: commits do not wait for the disk (derived data; a transaction
+        # lost to a power cut leaves marks the next use checks against the store)
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            conn.execute("BEGIN IMMEDIATE")
+            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                for table in ("marks", "complete", "log_arrays", "loop_arrays"):
+                    conn.execute(f"DROP TABLE IF EXISTS {table}")  # an older layout
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class FrameCache:
     """Cached numeric log and loop rows of one SQLite store, read within one store snapshot.
 
@@ -65,10 +107,11 @@ class FrameCache:
     the same by construction.
     """
 
-    def __init__(self, store_cursor: Any, path: Path) -> None:
+    def __init__(
+        self, store_cursor: Any, path: Path, conn: sqlite3.Connection | None = None
+    ) -> None:
         self.cur = store_cursor
-        self.conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-        self.conn.executescript(_SCHEMA)
+        self.conn = conn if conn is not None else connect(path)
 
     @classmethod
     @contextmanager
@@ -95,9 +138,16 @@ class FrameCache:
         row = self.cur.fetchone()
         return None if row is None else row[0]
 
-    def _refresh_marks(self) -> None:
-        logs_top = self._scalar("SELECT IFNULL(max(rowid), 0) FROM logs")
-        loops_top = self._scalar("SELECT IFNULL(max(rowid), 0) FROM loops")
+    def tops(self) -> tuple[int, int]:
+        return store_tops(self.cur)
+
+    def _tail(self, table: str, mark: int) -> str:
+        return "" if mark == 0 else str(self._scalar(_TAILS[table], [mark]))
+
+    def _refresh_marks(self, tops: tuple[int, int] | None = None) -> None:
+        """Mark what changed in the store since the marks stale, and set the marks to ``tops``
+        (default: the store's current largest rowids)."""
+        logs_top, loops_top = self.tops() if tops is None else tops
         marks = dict(self.conn.execute("SELECT key, value FROM marks").fetchall())
         logs_mark, loops_mark = marks.get("logs"), marks.get("loops")
         if (
@@ -106,6 +156,8 @@ class FrameCache:
             or loops_mark is None
             or logs_mark > logs_top
             or loops_mark > loops_top
+            or marks.get("logs_tail") != self._tail("logs", logs_mark)
+            or marks.get("loops_tail") != self._tail("loops", loops_mark)
         ):
             for table in ("complete", "log_arrays", "loop_arrays"):
                 self.conn.execute(f"DELETE FROM {table}")
@@ -118,7 +170,8 @@ class FrameCache:
                 complete = {row[0] for row in self.conn.execute("SELECT name FROM complete")}
                 stale = [(name, run) for name, run in self.cur.fetchall() if name in complete]
                 self.conn.executemany(
-                    "INSERT OR REPLACE INTO log_arrays (name, run) VALUES (?, ?)", stale
+                    "INSERT OR REPLACE INTO log_arrays (name, run, part) VALUES (?, ?, ?)",
+                    [(name, run, STALE) for name, run in stale],
                 )
             if loops_top > loops_mark:
                 self.cur.execute(
@@ -126,9 +179,19 @@ class FrameCache:
                     [loops_mark, loops_top],
                 )
                 self.conn.executemany("DELETE FROM loop_arrays WHERE run = ?", self.cur.fetchall())
+        self.set_marks(logs_top, loops_top)
+
+    def set_marks(self, logs_top: int, loops_top: int) -> None:
+        """Record that the cache reflects every store row up to these rowids."""
         self.conn.executemany(
             "INSERT OR REPLACE INTO marks (key, value) VALUES (?, ?)",
-            [("version", CACHE_VERSION), ("logs", logs_top), ("loops", loops_top)],
+            [
+                ("version", CACHE_VERSION),
+                ("logs", logs_top),
+                ("loops", loops_top),
+                ("logs_tail", self._tail("logs", logs_top)),
+                ("loops_tail", self._tail("loops", loops_top)),
+            ],
         )
 
     # -- log rows ----------------------------------------------------------------------------
@@ -137,6 +200,7 @@ class FrameCache:
         complete = self.conn.execute("SELECT 1 FROM complete WHERE name = ?", [name]).fetchone()
         if complete is None:
             rows = self._fetch(select.format(runs=""), params, ROW_DTYPE)
+            self.conn.execute("DELETE FROM log_arrays WHERE name = ?", [name])
             if self._store_logs(name, rows):
                 self.conn.execute("INSERT INTO complete (name) VALUES (?)", [name])
             return rows
@@ -144,9 +208,12 @@ class FrameCache:
         ms: list[Any] = []
         vs: list[Any] = []
         stale: list[int] = []
+        # a stale marker (part -1) comes first in its run's parts: skip the run's other parts
         for run, k, m, v in self.conn.execute(
-            "SELECT run, k, m, v FROM log_arrays WHERE name = ? ORDER BY run", [name]
+            "SELECT run, k, m, v FROM log_arrays WHERE name = ? ORDER BY run, part", [name]
         ):
+            if stale and stale[-1] == run:
+                continue
             if k is None:
                 stale.append(run)
                 continue
@@ -176,7 +243,7 @@ class FrameCache:
         if len(rows) == 0:
             return True
         self.conn.executemany(
-            "INSERT OR REPLACE INTO log_arrays (name, run, k, m, v) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO log_arrays (name, run, part, k, m, v) VALUES (?, ?, 0, ?, ?, ?)",
             ((name, run, *_column_bytes(part)) for run, part in _per_run(rows)),
         )
         return True
@@ -193,15 +260,17 @@ class FrameCache:
         names: list[str] = []
         code_of: dict[str, int] = {}
         parts: list[np.ndarray] = []
-        cached: dict[int, tuple[str, bytes, bytes, bytes]] = {}
+        cached: dict[int, list[tuple[str, bytes, bytes, bytes]]] = {}
         wanted = sorted(set(runs))
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
             binds = ", ".join("?" for _ in chunk)
             for run, run_names, k, p, i in self.conn.execute(
-                f"SELECT run, names, k, p, i FROM loop_arrays WHERE run IN ({binds})", chunk
+                f"SELECT run, names, k, p, i FROM loop_arrays WHERE run IN ({binds}) "
+                "ORDER BY run, part",
+                chunk,
             ):
-                cached[run] = (run_names, k, p, i)
+                cached.setdefault(run, []).append((run_names, k, p, i))
         missing = [run for run in wanted if run not in cached]
         for start in range(0, len(missing), _CHUNK):
             chunk = missing[start : start + _CHUNK]
@@ -218,8 +287,7 @@ class FrameCache:
             self._add_loops(rows, chunk_names, names, code_of, parts)
         by_names: dict[str, list[tuple[bytes, bytes, bytes]]] = {}
         for run in wanted:
-            if run in cached:
-                run_names, k, p, i = cached[run]
+            for run_names, k, p, i in cached.get(run, ()):
                 by_names.setdefault(run_names, []).append((k, p, i))
         for run_names, blobs in by_names.items():  # usually one group: runs of one script
             k, p, i = (b"".join(column) for column in zip(*blobs, strict=True))
@@ -254,13 +322,20 @@ class FrameCache:
             return
         encoded = json.dumps(local)
         self.conn.executemany(
-            "INSERT OR REPLACE INTO loop_arrays (run, names, k, p, i) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO loop_arrays (run, part, names, k, p, i) VALUES (?, 0, ?, ?, ?, ?)",
             ((run, encoded, *_column_bytes(part)) for run, part in _per_run(rows)),
         )
 
     def _fetch(self, sql: str, params: list[Any], dtype: np.dtype) -> np.ndarray:
         self.cur.execute(sql, params)
         return np.fromiter(self.cur, dtype=dtype)
+
+
+def store_tops(cur: Any) -> tuple[int, int]:
+    """The store's largest rowids of ``logs`` and ``loops`` (in the cursor's snapshot)."""
+    cur.execute("SELECT IFNULL(max(rowid), 0), (SELECT IFNULL(max(rowid), 0) FROM loops) FROM logs")
+    logs_top, loops_top = cur.fetchone()
+    return int(logs_top), int(loops_top)
 
 
 def _per_run(rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import StoreError
+from .columnar_ingest import CacheFollower
 from .ingest import BUSY_TIMEOUT_MS, SCHEMA_VERSION, apply_events
 
 Params = Mapping[str, Any]
@@ -89,6 +90,7 @@ class LiteStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.frames = CacheFollower(path)  # keeps dataframe's columnar cache current
         self.url = f"sqlite:///{path}"
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(
@@ -152,8 +154,12 @@ class LiteStore:
 
     def ingest(self, run_id: str, events: Iterable[Sequence[Any]]) -> int:
         """As ``Store.ingest``: apply one run's journal events above its high-water mark."""
-        with self._begin() as cursor:
-            return apply_events(cursor, True, run_id, events)
+        with self.frames.around(), self._begin() as cursor:
+            self.frames.before(cursor)
+            count = apply_events(cursor, True, run_id, events)
+            if count:
+                self.frames.after(cursor)
+            return count
 
     def set_status(
         self, run_id: str, status: str, end_time: float | None = None, error: str | None = None
@@ -168,6 +174,7 @@ class LiteStore:
     def dispose(self) -> None:
         with self._lock:
             self._conn.close()
+            self.frames.close()
 
 
 # SQLite's words for a file that is not (or no longer) a sound database.

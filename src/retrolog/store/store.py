@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 
 from ..errors import StoreError
 from . import schema
+from .columnar_ingest import CacheFollower
 from .ingest import BUSY_TIMEOUT_MS, apply_events
 from .lite import Params, Transaction, as_store_error, set_run_status
 from .migrate import migrate
@@ -81,6 +82,8 @@ class Store:
             self.path: Path | None = Path(path)
         else:
             self.path = None
+        # keeps dataframe's columnar cache current at ingest (a file-backed SQLite store only)
+        self.frames = CacheFollower(self.path) if self.path and path != ":memory:" else None
         self.writer = self._engine(immediate=True)
         self.reader = self._engine(immediate=False)
         self.migrated: list[str] = []  # what opening this store migrated, in words
@@ -160,6 +163,8 @@ class Store:
                 conn.exec_driver_sql(f"CREATE VIEW {name} AS {body}")
 
     def dispose(self) -> None:
+        if self.frames is not None:
+            self.frames.close()
         self.writer.dispose()
         self.reader.dispose()
 
@@ -168,12 +173,22 @@ class Store:
         """Apply journal events of one run; events at or below the run's high-water mark are skipped
         (idempotent, so a crashed run's journal can be replayed over rows already stored). The
         event kinds are documented in docs/data-model.md; see ``ingest.apply_events``."""
-        with self._errors(), self.writer.begin() as conn:
+        frames = self.frames
+        with (
+            self._errors(),
+            frames.around() if frames else nullcontext(),
+            self.writer.begin() as conn,
+        ):
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             try:
-                return apply_events(
+                if frames:
+                    frames.before(cursor)
+                count = apply_events(
                     cursor, self.is_sqlite, run_id, events, postgres=self.is_postgres
                 )
+                if frames and count:
+                    frames.after(cursor)
+                return count
             finally:
                 cursor.close()
 
