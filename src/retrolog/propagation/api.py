@@ -12,10 +12,11 @@ import ast
 import gc
 from collections.abc import Sequence
 
+from .describe import scope_path
 from .engine import Engine, Plan
 from .insert import Edit, Wrap, apply_edits, first_line_of, split_lines
 from .matcher import MIN_DICE, MIN_HEIGHT
-from .place import Refusal, scope_path
+from .place import Refusal
 from .result import Placement, Propagation, PropagationError
 from .targets import contains, find_statement, log_names, wrappers
 

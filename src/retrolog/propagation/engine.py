@@ -3,20 +3,21 @@
 ``Engine`` builds the two trees, runs the matcher and, per statement, asks the
 :class:`~.place.Placer` where it goes, then prepares the text edit: the
 insertion (re-indented, renamed, with any import it needs) or the wrap of an expression.
+Where the insertion lands in the old text is ``position.py``; whether what the statement reads
+is bound there, and the refusals when it is not, ``requires.py``.
 """
 
 from __future__ import annotations
 
 import ast
 
-from .bindings import BUILTINS, Bindings, binds, producer, reads
+from .bindings import Bindings
+from .describe import describe, scope_path
 from .insert import (
     Edit,
     Wrap,
-    char_col,
     cut_statement,
     first_line_of,
-    indent_of,
     indent_unit,
     newline_of,
     render,
@@ -25,18 +26,12 @@ from .insert import (
     wrapper_parts,
 )
 from .matcher import match
-from .place import Anchor, Context, Placer, Refusal, describe, renamed, renamed_dump, scope_path
-from .targets import (
-    contains,
-    contains_name,
-    frozen_pairs,
-    log_names,
-    nested_lists,
-    wrapped_value,
-)
-from .tree import DEF_KINDS, LOOP_KINDS, Tree, build_tree
-
-_ENTERED = frozenset({"With", "AsyncWith", "Try", "TryStar"})
+from .place import Anchor, Context, Placer, Refusal
+from .position import anchor_text, position
+from .renames import renamed_dump
+from .requires import Requirements
+from .targets import contains, contains_name, frozen_pairs, log_names, wrapped_value
+from .tree import LOOP_KINDS, Tree, build_tree
 
 
 # ---------------------------------------------------------------------------- the engine
@@ -62,7 +57,9 @@ class Plan:
         self.imports: list[str] = []
 
 
-class Engine:
+class Engine(Requirements):
+    """Plans the propagation of one file's statements (the reads checks: ``requires.py``)."""
+
     def __init__(
         self,
         new_source: str,
@@ -138,16 +135,16 @@ class Engine:
                 for (b, a), v in attrs.items()
             },
         }
-        pos, indent, ins_block, next_old = self._position(anchor)
+        pos, indent, ins_block, next_old = position(self.to, self.old_lines, anchor)
         moved = self._check_reads(subject, names, attrs, block, index, ins_block, next_old, anchor)
         if moved is not None:
             anchor, why = moved
             plan.anchor = anchor
             plan.warnings.append(why)
-            pos, indent, ins_block, next_old = self._position(anchor)
+            pos, indent, ins_block, next_old = position(self.to, self.old_lines, anchor)
         plan.block = ins_block
         plan.after_line = pos
-        plan.anchor_text = self._anchor_text(anchor)
+        plan.anchor_text = anchor_text(self.to, self.old_lines, anchor)
         # already there? an unmatched old statement equal to it right at the insertion point
         want = renamed_dump(subject, names, attrs)
         kids = self.to.children[ins_block]
@@ -204,20 +201,6 @@ class Engine:
             "iteration around it, not inside it"
         )
 
-    def _new_producers(self, stmt: ast.stmt, block: int, index: int) -> str:
-        """``; it reads `norm`, made by new line 37 (...), new code too`` (or '')."""
-        parts = []
-        for name in reads(stmt):
-            k = producer(self.tn, block, index, name)
-            if k != -1 and self.m.fwd[k] == -1 and name not in BUILTINS:
-                text = strip_eol(self.new_lines[self.tn.line[k] - 1]).strip()
-                if len(text) > 70:
-                    text = text[:67] + "..."
-                parts.append(f"`{name}`, made by new line {self.tn.line[k]} (`{text}`)")
-        if not parts:
-            return ""
-        return "; it reads " + ", ".join(parts) + ", which the old version does not have"
-
     def _see_through_warnings(self, ctx: Context, ins_block: int) -> list[str]:
         """What the placement left out: new wrappers, and new loops (values logged once per
         iteration of the enclosing old block instead of once per iteration of the loop)."""
@@ -237,130 +220,6 @@ class Engine:
             )
         return out
 
-    def _check_reads(
-        self,
-        subject: ast.stmt,
-        names: dict[str, str],
-        attrs: dict[tuple[str, str], str],
-        block: int,
-        index: int,
-        ins_block: int,
-        next_old: int,
-        anchor: Anchor,
-    ) -> tuple[Anchor, str] | None:
-        """Make sure the names the statement reads are bound where it goes in the old version.
-
-        Only names bound before the statement in the new version count (after renames).
-        When a later statement of the old block binds the missing ones, the statement moves
-        right after it (its anchor becomes the statement producing what it observes); when
-        none does, the statement's defining context is missing: refuse, saying what.
-        Returns the new anchor and a warning, or ``None`` when nothing needs to move.
-        """
-        new_bound = self.new_bind.before(block, index)
-        old_module = self.old_bind.module_names()
-        # the names as the old version will read them: renamed, ``self.x`` -> ``x`` applied
-        old_reads = set(reads(renamed(subject, names, attrs)))
-        needed: dict[str, str] = {}  # old name -> new name
-        for name in reads(subject):
-            if name in BUILTINS or name not in new_bound:
-                continue
-            old_name = names.get(name, name).split(".")[0]
-            if old_name not in old_reads:
-                continue  # ``self`` of ``self.x`` -> ``x``: see below
-            if old_name not in old_module and self._import_for(name) is not None:
-                continue  # an import of it gets added
-            needed.setdefault(old_name, name)
-        for (base, _attr), new_attr in attrs.items():
-            if new_attr.startswith("=") and base in new_bound and new_attr[1:] in old_reads:
-                needed.setdefault(new_attr[1:], f"{base}.{_attr}")
-        if not needed:
-            return None
-        kids = self.to.children[ins_block]
-        j = kids.index(next_old) if next_old in kids else len(kids)
-        bound = self.old_bind.before(ins_block, j)
-        missing = [n for n in needed if n not in bound]
-        if missing:  # names that come from outside the file count as bound (computed rarely)
-            outside = self.old_bind.external(self.old_mod)
-            missing = [n for n in missing if n not in outside]
-            if "*" in outside:
-                return None
-        if not missing:
-            return None
-        later = list(kids[j:])
-        # out of a ``with``/``try`` body the statement was placed in: what follows it
-        blk = ins_block
-        while self.to.kind[self.to.parent[blk]] in _ENTERED and self.to.field_name[blk] == "body":
-            owner = self.to.parent[blk]
-            blk = self.to.parent[owner]
-            siblings = self.to.children[blk]
-            later += siblings[siblings.index(owner) + 1 :]
-        for k in later:
-            node = self.to.node[k]
-            if node is not None:
-                bound |= binds(node)
-            if all(n in bound for n in missing):
-                text = strip_eol(self.old_lines[self.to.line[k] - 1]).strip()
-                what = ", ".join(f"`{n}`" for n in missing)
-                return (
-                    Anchor("after", k, 0, anchor.skipped + 1, anchor.crossed_def),
-                    f"placed after old line {self.to.line[k]} (`{text}`), which binds {what}",
-                )
-        name = needed[missing[0]]
-        shown = f"`{missing[0]}`" + (
-            f" (`{name}` in the new version)" if name != missing[0] else ""
-        )
-        k = producer(self.tn, block, index, name)
-        if k == -1:
-            source = ""
-        else:
-            text = strip_eol(self.new_lines[self.tn.line[k] - 1]).strip()
-            if len(text) > 70:
-                text = text[:67] + "..."
-            where = (
-                "which has no counterpart in the old version"
-                if self.m.fwd[k] == -1
-                else f"whose counterpart (old line {self.to.line[self.m.fwd[k]]}) does not "
-                "run before this point"
-            )
-            source = (
-                f": in the new version it comes from new line {self.tn.line[k]} (`{text}`), {where}"
-            )
-        others = [f"`{n}`" for n in missing[1:]]
-        also = f" (nor {', '.join(others)})" if others else ""
-        raise Refusal(
-            f"the statement reads {shown}, which is not bound at its place in the old "
-            f"version{also}{source}"
-        )
-
-    def _unliftable(self, block_stmt: ast.stmt) -> str:
-        """Why a new ``if``/``with`` block may not be inserted whole ('' if it may).
-
-        Lifting must add logging, not change the old program: the block may hold only log
-        statements (``retrolog.log(...)``, ``print(...)``) and nested ``if``/``with`` blocks of
-        them, and may use no name the old version does not have.
-        """
-        for n in ast.walk(block_stmt):
-            if isinstance(n, ast.stmt) and not nested_lists(n):
-                is_log = (
-                    isinstance(n, ast.Expr)
-                    and isinstance(n.value, ast.Call)
-                    and (
-                        wrapped_value(n.value, self.log_names) is not None
-                        or (isinstance(n.value.func, ast.Name) and n.value.func.id == "print")
-                    )
-                )
-                if not is_log and not isinstance(n, ast.Pass):
-                    return f"it also holds other new code (new line {n.lineno})"
-            elif isinstance(n, ast.stmt) and not isinstance(n, (ast.If, ast.With, ast.AsyncWith)):
-                return f"it holds a new `{type(n).__name__.lower()}` block (new line {n.lineno})"
-        for n in ast.walk(block_stmt):
-            if isinstance(n, (ast.Break, ast.Continue, ast.Return, ast.Raise, ast.Yield)):
-                return f"it contains `{type(n).__name__.lower()}`"
-        missing = [u for u in self.placer.unresolved(block_stmt, {}) if self._import_for(u) is None]
-        if missing:
-            return "it uses " + ", ".join(f"`{u}`" for u in missing) + ", unknown there"
-        return ""
-
     def _resolve(self, plan: Plan, unresolved: list[str]) -> None:
         """Plan imports for names the new file imports at top level; warn about the rest."""
         missing = []
@@ -375,22 +234,6 @@ class Engine:
                 "not defined in the old version: " + ", ".join(f"`{u}`" for u in missing)
             )
 
-    def _import_for(self, name: str) -> str | None:
-        """The import statement (text) binding ``name`` at the top of the new file, if any."""
-        for stmt in self.new_mod.body:
-            if isinstance(stmt, ast.Import):
-                for a in stmt.names:
-                    if (a.asname or a.name.split(".")[0]) == name:
-                        return f"import {a.name}" + (f" as {a.asname}" if a.asname else "")
-            elif isinstance(stmt, ast.ImportFrom):
-                for a in stmt.names:
-                    if (a.asname or a.name) == name:
-                        module = "." * (stmt.level or 0) + (stmt.module or "")
-                        return f"from {module} import {a.name}" + (
-                            f" as {a.asname}" if a.asname else ""
-                        )
-        return None
-
     def import_edit(self, imports: list[str]) -> Edit:
         """An edit adding import lines after the old file's last top-level import."""
         last = None
@@ -400,7 +243,7 @@ class Engine:
         if last is not None:
             pos = last.end_lineno or last.lineno
         else:
-            pos = self._position(Anchor("start", 1))[0]
+            pos = position(self.to, self.old_lines, Anchor("start", 1))[0]
         return Edit(pos, (0, 0), [text + self.nl for text in imports])
 
     def _confidence(
@@ -419,75 +262,6 @@ class Engine:
         if any(w.startswith("not defined") for w in plan.warnings):
             c *= 0.7
         return round(max(0.0, min(1.0, c)), 3)
-
-    def _position(self, anchor: Anchor) -> tuple[int, str, int, int]:
-        """(old line index to insert before, indentation, old block, next old statement)."""
-        to, lines = self.to, self.old_lines
-        if anchor.mode == "after":
-            x = to.node[anchor.node]
-            assert isinstance(x, ast.stmt)
-            blk = to.parent[anchor.node]
-            kids = to.children[blk]
-            i = kids.index(anchor.node)
-            prev = to.node[kids[i - 1]] if i else None
-            after_semicolon = isinstance(prev, ast.stmt) and prev.end_lineno == x.lineno
-            if not after_semicolon:
-                self._own_line(x, to.parent[blk])
-            next_old = kids[i + 1] if i + 1 < len(kids) else -1
-            pos = x.end_lineno or x.lineno
-            indent = indent_of(lines[first_line_of(x) - 1])
-            return pos, indent, blk, next_old
-        blk = anchor.node
-        kids = to.children[blk]
-        owner_id = to.parent[blk]
-        j = 0
-        if (
-            kids
-            and (to.kind[owner_id] in DEF_KINDS or owner_id == 0)
-            and to.field_name[blk] == "body"
-        ):
-            first = to.node[kids[0]]
-            if (
-                isinstance(first, ast.Expr)
-                and isinstance(first.value, ast.Constant)
-                and isinstance(first.value.value, str)
-            ):
-                j = 1
-            if owner_id == 0:
-                while j < len(kids):
-                    s = to.node[kids[j]]
-                    if isinstance(s, ast.ImportFrom) and s.module == "__future__":
-                        j += 1
-                    else:
-                        break
-        if j < len(kids):
-            first_stmt = to.node[kids[j]]
-            assert isinstance(first_stmt, ast.stmt)
-            self._own_line(first_stmt, owner_id)
-            pos = first_line_of(first_stmt) - 1
-            return pos, indent_of(lines[pos]), blk, kids[j]
-        if kids:
-            prev = to.node[kids[j - 1]]
-            assert isinstance(prev, ast.stmt)
-            return prev.end_lineno or prev.lineno, indent_of(lines[prev.lineno - 1]), blk, -1
-        return len(lines), "", blk, -1
-
-    def _own_line(self, stmt: ast.stmt, owner_id: int) -> None:
-        """Refuse when ``stmt`` shares its line with its block's header (``if x: y``)."""
-        line = self.old_lines[stmt.lineno - 1]
-        if line[: char_col(line, stmt.col_offset)].strip():
-            raise Refusal(
-                f"the old block of `{describe(self.to, owner_id)}` holding line {stmt.lineno} "
-                "is written on a single line",
-                "single-line-block",
-            )
-
-    def _anchor_text(self, anchor: Anchor) -> str | None:
-        if anchor.mode != "after":
-            return None
-        x = self.to.node[anchor.node]
-        assert isinstance(x, ast.stmt)
-        return strip_eol(self.old_lines[x.lineno - 1]).strip()
 
     # -- wrapping an existing expression -------------------------------------------------
     def plan_wrap(
