@@ -169,7 +169,7 @@ def main() -> None:
     size = QUICK_SIZE if opts.quick else SIZE
     root = Path(tempfile.mkdtemp(prefix="retrolog-bench-histories-"))
     servers = root / "forkservers"
-    servers.mkdir()
+    servers.mkdir(mode=0o700)  # the fork server refuses a folder others can read
     os.environ[DIR_ENV] = str(servers)
     started = time.time()
     try:
