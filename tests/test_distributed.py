@@ -21,7 +21,10 @@ import torch
 import torch.distributed as dist
 import retrolog
 
+import os
+
 torch.set_num_threads(1)
+os.makedirs("data", exist_ok=True)
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 torch.manual_seed(0)
@@ -35,14 +38,18 @@ for epoch in retrolog.loop("epoch", range(3)):
     loss.backward()
     opt.step()
     retrolog.log("loss", loss.item())
-    print("LOSS", rank, epoch, repr(loss.item()), flush=True)
+    with open(f"data/losses-{rank}.txt", "a") as fh:  # ranks share stdout: a file each
+        fh.write(f"{epoch} {loss.item()!r}\\n")
     # NEW
 dist.destroy_process_group()
 """
 
 
 def torchrun(project: Path, **env: str) -> dict[int, list[float]]:
-    """Run the script on 2 ranks; return each rank's printed losses."""
+    """Run the script on 2 ranks; return the losses each rank wrote to its file (not read from
+    the shared stdout, where a busy machine lost a line)."""
+    for rank in (0, 1):
+        (project / "data" / f"losses-{rank}.txt").unlink(missing_ok=True)
     proc = subprocess.run(
         [
             sys.executable,
@@ -60,11 +67,10 @@ def torchrun(project: Path, **env: str) -> dict[int, list[float]]:
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    losses: dict[int, list[float]] = {0: [], 1: []}
-    for line in proc.stdout.splitlines():
-        if line.startswith("LOSS "):
-            _tag, rank, _epoch, value = line.split()
-            losses[int(rank)].append(float(value))
+    losses: dict[int, list[float]] = {}
+    for rank in (0, 1):
+        text = (project / "data" / f"losses-{rank}.txt").read_text()
+        losses[rank] = [float(line.split()[1]) for line in text.splitlines()]
     return losses
 
 
