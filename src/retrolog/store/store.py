@@ -82,8 +82,11 @@ class Store:
             self.path: Path | None = Path(path)
         else:
             self.path = None
-        # keeps dataframe's columnar cache current at ingest (a file-backed SQLite store only)
-        self.frames = CacheFollower(self.path) if self.path and path != ":memory:" else None
+        # keeps dataframe's columnar cache current at ingest (a SQLite store in a file only)
+        in_file = (
+            self.is_sqlite and "///" in url and url.split("///", 1)[-1] not in ("", ":memory:")
+        )
+        self.frames = CacheFollower(self.path) if in_file and self.path else None
         self.writer = self._engine(immediate=True)
         self.reader = self._engine(immediate=False)
         self.migrated: list[str] = []  # what opening this store migrated, in words
