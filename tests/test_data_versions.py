@@ -19,8 +19,7 @@ from retrolog.relational import describe_run, open_store
 from retrolog.replaying import replay
 from retrolog.replaying.plan import NothingToReplay
 
-from .conftest import git, run_python, script_env, write_script
-from .test_postgres import fresh_database, pg_server  # noqa: F401  (the session's server)
+from .conftest import fresh_database, git, run_python, script_env, write_script
 
 # The values depend on the data: the sum of the bytes of every file under data/.
 TRAIN = """

@@ -19,11 +19,10 @@ from typing import Any
 
 import pytest
 
-from .conftest import git, script_env
+from .conftest import fresh_database, git, script_env
 from .replay.scripts import TRAIN, with_statements
 from .test_distributed import DDP
 from .test_objects_s3 import endpoint, s3_client  # noqa: F401 - the S3 server fixture
-from .test_postgres import fresh_database, pg_server  # noqa: F401 - the PostgreSQL fixture
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,7 @@ from retrolog.relational import QueryError, open_store, run_sql
 from retrolog.store.limits import DEFAULTS, ENV, configured_seconds, query_context
 from retrolog.ui.db import Reader
 
-from .conftest import SIMPLE_TRAIN, git, run_python, script_env, write_script
-from .test_postgres import fresh_database, pg_server  # noqa: F401 - the session's server fixture
+from .conftest import SIMPLE_TRAIN, fresh_database, git, run_python, script_env, write_script
 
 ENDLESS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
 # abs(): a function, so the condition goes to SQLite whichever --where evaluator runs

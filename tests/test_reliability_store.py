@@ -15,8 +15,15 @@ import pytest
 import retrolog
 from retrolog.store.ingest import SCHEMA_VERSION
 
-from .conftest import SIMPLE_TRAIN, git, kill_after, run_python, script_env, write_script
-from .test_postgres import fresh_database, pg_server  # noqa: F401 - the session's server fixture
+from .conftest import (
+    SIMPLE_TRAIN,
+    fresh_database,
+    git,
+    kill_after,
+    run_python,
+    script_env,
+    write_script,
+)
 
 TICKER = """
 import time, retrolog

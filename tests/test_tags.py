@@ -138,7 +138,7 @@ def test_ui_shows_names_tags_notes(project: Path) -> None:
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------
-from .test_postgres import fresh_database, pg_server  # noqa: E402, F401  (the session's server)
+from .conftest import fresh_database  # noqa: E402
 
 
 @pytest.mark.slow

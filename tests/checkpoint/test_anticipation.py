@@ -122,7 +122,9 @@ def test_a_run_checkpoints_the_iteration_before_each_predicted_evaluation(projec
         ).fetchall()
     saved = {i for i, _, _ in rows}
     assert {19, 29, 39} <= saved, rows
-    assert len(saved) < 42 / 2, "the budget must leave most exits unsaved for this test to mean much"
+    assert len(saved) < 42 / 2, (
+        "the budget must leave most exits unsaved for this test to mean much"
+    )
 
 
 @pytest.mark.parametrize("rows", [[], [("x", 1, 7)]])
