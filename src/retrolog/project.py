@@ -69,7 +69,7 @@ def script_start_dir() -> Path:
 def _shell_start_dir() -> Path | None:
     """The notebook's directory (else the cwd) when the caller is code of an IPython cell; None
     outside IPython and for a script IPython runs (``%run train.py``, ``ipython train.py``)."""
-    from .notebook.kernel import start_dir
+    from .notebook.locate import start_dir
 
     return start_dir()
 

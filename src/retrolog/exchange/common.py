@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import UsageError
 from ..record.values import Cell, UnsupportedValue, normalise, to_cell
 from ..store import exchange as stored
 from ..store.ingest import RUN_FACTS
@@ -186,3 +187,15 @@ def _events(run: ImportedRun) -> list[tuple[Any, ...]]:
     top = max([1] + [int(r[0]) for r in run.logs])
     events.append((top, "end", IMPORTED, run.end_time, run.error))
     return events
+
+
+def need(module: str, kind: str) -> Any:
+    """Import a tool's reader library, or a one-line error naming what to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UsageError(
+            f"importing {kind} history needs {module.split('.')[0]}: pip install it"
+        ) from None

@@ -72,15 +72,3 @@ def import_history(project: Any, source: str, kind: str | None = None) -> Import
     from .import_wandb import import_wandb
 
     return import_wandb(store, Path(source))
-
-
-def need(module: str, kind: str) -> Any:
-    """Import a tool's reader library, or a one-line error naming what to install."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise UsageError(
-            f"importing {kind} history needs {module.split('.')[0]}: pip install it"
-        ) from None

@@ -13,8 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .common import ImportedRun, ImportResult, cell, parse_param, stable_run_id, write_runs
-from .detect import need
+from .common import ImportedRun, ImportResult, cell, need, parse_param, stable_run_id, write_runs
 
 
 def tracking_uri(source: str) -> str:

@@ -12,8 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .common import ImportedRun, ImportResult, cell, stable_run_id, write_runs
-from .detect import need
+from .common import ImportedRun, ImportResult, cell, need, stable_run_id, write_runs
 
 _SCAN_LIMIT = 100_000
 

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from .common import ImportedRun, ImportResult, cell, stable_run_id, write_runs
-from .detect import need
+from .common import ImportedRun, ImportResult, cell, need, stable_run_id, write_runs
 
 _BLOCK = 32768
 _HEADER = 7

@@ -19,93 +19,19 @@ ends with the cell that ran it. Nothing here imports IPython; it is only used wh
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from .._warn import warn_once
 from ..project import Project
 from ..record.session import RunSession
 from .cells import Cell, cells_script, notebook_cells, script_path
+from .locate import _notebook, cell_code_calling, shell
 
 INTERACTIVE = "<interactive>"
 SESSION_SCRIPT = "ipython_session.py"  # the executed code of a run whose notebook is unknown
 _watcher: CellWatcher | None = None
-
-
-def shell() -> Any | None:
-    """The IPython shell running this process's cells, or None (a script, ``python -c``)."""
-    module = sys.modules.get("IPython")
-    if module is None:
-        return None
-    try:
-        return module.get_ipython()
-    except Exception:
-        return None
-
-
-def is_kernel(sh: Any) -> bool:
-    """Whether ``sh`` is a Jupyter kernel's shell (not the terminal IPython)."""
-    return "ipykernel" in sys.modules and type(sh).__module__.startswith("ipykernel")
-
-
-def notebook_path(sh: Any | None = None) -> Path | None:
-    """The notebook file the cells come from, when the frontend says (or, in a kernel, the only
-    notebook of the working directory)."""
-    found = _notebook(sh if sh is not None else shell())
-    return found[0] if found else None
-
-
-def _notebook(sh: Any | None) -> tuple[Path, bool] | None:
-    """(notebook, guessed): told by the frontend, or guessed as the working directory's only one."""
-    if sh is None:
-        return None
-    vsc = getattr(sh, "user_ns", {}).get("__vsc_ipynb_file__")
-    if isinstance(vsc, str) and os.path.isfile(vsc):
-        return Path(vsc).resolve(), False
-    name = os.environ.get("JPY_SESSION_NAME", "")
-    if name.endswith(".ipynb"):
-        given = Path(name)
-        for candidate in (given, Path.cwd() / given, Path.cwd() / given.name):
-            if candidate.is_file():
-                return candidate.resolve(), False
-    if is_kernel(sh):
-        found = sorted(Path.cwd().glob("*.ipynb"))
-        if len(found) == 1:
-            return found[0].resolve(), True
-    return None
-
-
-def start_dir() -> Path | None:
-    """Where a run of this process's cells finds its project (the notebook's directory, else the
-    working directory), or None when no IPython shell runs cells here or the caller is a script
-    that IPython runs (``%run train.py``: its project is the script's)."""
-    sh = shell()
-    if sh is None or not cell_code_calling():
-        return None
-    notebook = notebook_path(sh)
-    return notebook.parent if notebook is not None else Path.cwd()
-
-
-def cell_code_calling() -> bool:
-    """Whether the retrolog call on the stack comes from cell code (not a script that ``%run``
-    or ``ipython train.py`` executes): the frames below the shell's own are not ``sys.argv[0]``."""
-    if shell() is None:
-        return False
-    argv0 = sys.argv[0] if sys.argv else ""
-    script = os.path.realpath(argv0) if argv0.endswith(".py") and os.path.isfile(argv0) else None
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None:
-        module = frame.f_globals.get("__name__")
-        if isinstance(module, str) and module.startswith(("IPython.", "ipykernel.")):
-            return True  # reached the shell executing a cell: no script file in between
-        if script is not None and os.path.realpath(frame.f_code.co_filename) == script:
-            return False
-        frame = frame.f_back
-    return script is None or os.path.basename(script) == "ipykernel_launcher.py"
 
 
 # -- executed cells ---------------------------------------------------------------------------
@@ -135,6 +61,7 @@ class CellWatcher:
         self.cells: list[Executed] = []
         self.current: int | None = None  # the position of the cell executing now
         self.claimed: set[int] = set()  # positions of the cells of runs that ended
+        self.run_open = False  # a run of cells (NotebookSession) is open: set by the session
         try:
             history = list(sh.history_manager.input_hist_raw)
         except Exception:
@@ -165,9 +92,7 @@ class CellWatcher:
         if error is None:
             return
         cell.error, cell.interrupted = _describe(error), isinstance(error, KeyboardInterrupt)
-        from ..record import api
-
-        if getattr(api._session, "spans_cells", False):
+        if self.run_open:
             warn_once(
                 "nb-cell-error",
                 "retrolog: a cell raised during a run: the run stays open (its code leaves that "
@@ -232,6 +157,7 @@ class NotebookSession(RunSession):
         self.code_path = _code_path(project, notebook)
         script = self.code_path if notebook is not None else INTERACTIVE
         super().__init__(project, script, [script], overrides)
+        watcher.run_open = True
 
     def _seconds_before_run(self) -> float:
         return 0.0  # the kernel's age is no start-up of this run (a replay's script imports anew)
@@ -239,6 +165,7 @@ class NotebookSession(RunSession):
     def close(self, status: str = "finished", error: str | None = None) -> None:
         if self._closed:
             return
+        self.watcher.run_open = False
         cells = self.watcher.end_run(self.first_cell)
         failed = [c for p, c in cells if p >= self.first_cell and c.error]
         if failed and status == "finished":

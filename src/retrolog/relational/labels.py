@@ -19,7 +19,7 @@ from ..project import Project
 from ..store import labels as L
 from ..store import query as reads
 from .access import open_store, resolve_project
-from .describe import find_run
+from .runref import find_run
 
 TAG_PREFIX = "tag_"
 

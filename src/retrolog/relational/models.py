@@ -18,7 +18,7 @@ from ..errors import NotFoundError, UsageError
 from ..project import Project
 from ..store import query as reads
 from .access import open_store, resolve_project
-from .describe import find_run
+from .runref import find_run
 
 __all__ = ["Checkpoint", "checkpoints", "load"]
 
