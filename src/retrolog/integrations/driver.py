@@ -21,6 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .._warn import warn_once
@@ -86,6 +87,18 @@ class LoopDriver:
         self.session = session
         self.replay = session if isinstance(session, ReplaySession) else None
         return session
+
+    def guard(self, where: str, action: Callable[[], None]) -> None:
+        """Run a hook's work unless recording already stopped here; a failure stops it (``fail``),
+        except the user's own ``--kwargs`` error, which must stop training as it does a script."""
+        if self.broken:
+            return
+        try:
+            action()
+        except ArgumentError:
+            raise
+        except Exception as exc:  # a run never dies because retrolog failed (replay re-raises)
+            self.fail(where, exc)
 
     def fail(self, where: str, exc: BaseException) -> None:
         """Record mode: warn once and stop driving (training goes on). Replay: re-raise, since

@@ -23,7 +23,6 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 from ..record import api
-from ..record.args import ArgumentError
 from .driver import LoopDriver, rng_state, scratch_dir, set_rng_state
 
 PACKAGES = ("lightning.pytorch", "pytorch_lightning")
@@ -126,14 +125,7 @@ class _Hooks:
         return {}
 
     def _guard(self, where: str, action: Callable[[], None]) -> None:
-        if self.driver.broken:
-            return
-        try:
-            action()
-        except ArgumentError:  # the user's --kwargs: an error before training, as for scripts
-            raise
-        except Exception as exc:  # a run never dies because retrolog failed (replay re-raises)
-            self.driver.fail(where, exc)
+        self.driver.guard(where, action)
 
     # -- set-up ------------------------------------------------------------------------------
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:

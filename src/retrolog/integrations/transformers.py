@@ -28,7 +28,6 @@ from typing import Any
 from transformers import Trainer, TrainerCallback
 
 from ..record import api
-from ..record.args import ArgumentError
 from .driver import LoopDriver, scratch_dir
 
 CORE_ARGS = (
@@ -147,14 +146,7 @@ class RetrologCallback(TrainerCallback):
         self._patched = False
 
     def _guard(self, where: str, action: Any) -> None:
-        if self.driver.broken:
-            return
-        try:
-            action()
-        except ArgumentError:  # the user's --kwargs: an error before training, as for scripts
-            raise
-        except Exception as exc:  # a run never dies because retrolog failed (replay re-raises)
-            self.driver.fail(where, exc)
+        self.driver.guard(where, action)
 
     # -- set-up ------------------------------------------------------------------------------
     def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
