@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_process.py
 	$(BIN)/python bench/bench_executors.py
 	$(BIN)/python bench/bench_datahash.py
+	$(BIN)/python bench/bench_cli_table.py
 	$(BIN)/python bench/bench_integrations.py
 
 clean:
