@@ -34,7 +34,9 @@ def serving(project: Path, **kwargs: object) -> Iterator[tuple[subprocess.Popen[
     )
     try:
         assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        poller = select.poll()  # not select(): the test process may hold fds above 1024
+        poller.register(proc.stdout, select.POLLIN)
+        ready = poller.poll(30_000)
         assert ready, "serve() printed nothing within 30 s"
         yield proc, proc.stdout.readline()
     finally:

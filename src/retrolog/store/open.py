@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from .lite import Database, LiteStore
@@ -16,8 +17,9 @@ from .lite import Database, LiteStore
 if TYPE_CHECKING:
     from .store import Store
 
-_shared: dict[str, Store] = {}
+_shared: OrderedDict[str, Store] = OrderedDict()
 _shared_lock = threading.Lock()
+MAX_SHARED = 8  # stores kept open per process; the least recently used one beyond is closed
 
 
 def open_db(url: str) -> Database:
@@ -33,7 +35,9 @@ def open_db(url: str) -> Database:
 
 def shared_store(url: str) -> Store:
     """The SQLAlchemy store of ``url``, one per URL and process (its connection pool is reused by
-    every query), closed at exit."""
+    every query), closed at exit. At most ``MAX_SHARED`` stay open: a process that queries many
+    projects (a notebook, a test session) would otherwise keep every pool's files open."""
+    evicted = []
     with _shared_lock:
         store = _shared.get(url)
         if store is None:
@@ -43,6 +47,12 @@ def shared_store(url: str) -> Store:
                 atexit.register(_close_shared)
             store = Store(url)
             _shared[url] = store
+            while len(_shared) > MAX_SHARED:
+                evicted.append(_shared.popitem(last=False)[1])
+        else:
+            _shared.move_to_end(url)
+    for old in evicted:  # a query still running on it keeps its connection until it ends
+        old.dispose()
     return store
 
 

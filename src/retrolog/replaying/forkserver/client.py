@@ -101,7 +101,9 @@ class ServerClient:
         return done
 
     def _messages(self, timeout: float) -> list[dict[str, Any]]:
-        ready, _, _ = select.select([self.rfd], [], [], timeout)
+        poller = select.poll()  # not select(): a process with over 1024 open files has fds above
+        poller.register(self.rfd, select.POLLIN)  # what select() can watch
+        ready = poller.poll(None if timeout is None else max(timeout, 0.0) * 1000)
         try:
             data = os.read(self.rfd, 1 << 16) if ready else b""
         except OSError as exc:
@@ -140,9 +142,11 @@ class ServerClient:
                 self.sock.shutdown(socket.SHUT_WR)
             # the session exits once its children are reaped: wait for its EOF (bounded)
             deadline = time.monotonic() + 5
+            poller = select.poll()
+            poller.register(self.rfd, select.POLLIN)
             with contextlib.suppress(OSError):
                 while time.monotonic() < deadline:
-                    ready, _, _ = select.select([self.rfd], [], [], 0.5)
+                    ready = poller.poll(500)
                     if ready and not os.read(self.rfd, 1 << 16):
                         break
             self.sock.close()
