@@ -44,20 +44,23 @@ class Anticipation:
     def observe(self, rows: list[tuple[str, Any, int]]) -> None:
         """Note which rows were logged directly in a main-loop iteration (flusher thread)."""
         entered = self._entered[:]  # a slice is atomic; the training thread only appends
-        if not entered or not rows or len(rows) > _MAX_ROWS:
-            return
-        index_of = dict(entered)
-        contexts = index_of.keys() & set(map(_CTX, rows))
-        if contexts:
-            seen = {(name, index_of[ctx]) for name, _value, ctx in rows if ctx in contexts}
-            for name, index in sorted(seen, key=itemgetter(1)):
-                past = self._history.setdefault(name, [])
-                if not past or past[-1] != index:
-                    past.append(index)
-                    del past[:-_KEEP]
-            self.wanted = frozenset(self._predictions())
-        # every row of an iteration before the current one has been drained by now
+        if entered and rows and len(rows) <= _MAX_ROWS:
+            self._note(dict(entered), rows)
+        # every row of an iteration before the current one has been drained by now (pruned on
+        # every flush, logged rows or not: a long main loop must not grow the list)
         del self._entered[: max(len(entered) - 1, 0)]
+
+    def _note(self, index_of: dict[int, int], rows: list[tuple[str, Any, int]]) -> None:
+        contexts = index_of.keys() & set(map(_CTX, rows))
+        if not contexts:
+            return
+        seen = {(name, index_of[ctx]) for name, _value, ctx in rows if ctx in contexts}
+        for name, index in sorted(seen, key=itemgetter(1)):
+            past = self._history.setdefault(name, [])
+            if not past or past[-1] != index:
+                past.append(index)
+                del past[:-_KEEP]
+        self.wanted = frozenset(self._predictions())
 
     def _predictions(self) -> set[int]:
         predicted = set()
