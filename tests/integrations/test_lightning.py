@@ -174,3 +174,26 @@ def test_training_goes_on_when_retrolog_cannot_checkpoint(tmp_path: Path) -> Non
     assert [len(v) for v in values_by_run(repo, "loss")] == [9]
     saved = retrolog.query("SELECT count(*) AS n FROM checkpoints", project=repo)
     assert int(saved.n[0]) == 0
+
+
+def test_a_subclass_still_gets_the_batch_hooks_the_callback_does_not_use(tmp_path: Path) -> None:
+    """The callback leaves Lightning's per-batch hooks it does not use unset (Lightning then
+    skips them); a user's subclass that defines one gets it called, and the run is recorded."""
+    from ..conftest import git, run_python
+
+    repo = tmp_path / "proj"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    source = V1.replace("callbacks=[RetrologCallback()],", "callbacks=[Counting()],").replace(
+        "pl.seed_everything(0)\n",
+        "class Counting(RetrologCallback):\n"
+        "    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):\n"
+        "        retrolog.log('seen', batch_idx)\n\n\n"
+        "pl.seed_everything(0)\n",
+    )
+    assert "Counting()" in source and "class Counting" in source
+    (repo / "train.py").write_text(source)
+    run_python(repo, "train.py")
+    (seen,) = values_by_run(repo, "seen")
+    assert [value for _, value in seen] == [0, 1, 2] * 3
+    assert [len(v) for v in values_by_run(repo, "loss")] == [9]

@@ -107,6 +107,24 @@ def _scalar(value: Any) -> bool:
     return callable(numel) and numel() == 1
 
 
+# Hooks Lightning calls for every batch that the callback has no use for. Lightning dispatches a
+# hook to a callback only when the attribute is callable (``_call_callback_hooks``), so None
+# spares each batch these calls (~2.4 us each, with their profiler context: ~12 us a batch).
+UNUSED_BATCH_HOOKS = (
+    "on_train_batch_end",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_test_batch_start",
+    "on_test_batch_end",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
+)
+
+
 class _Hooks:
     """The callback's behaviour, mixed into a subclass of the chosen package's ``Callback``."""
 
@@ -316,7 +334,11 @@ def callback_class(package: str | None = None) -> type:
         _CLASSES[key] = type(
             "RetrologCallback",
             (_Hooks, *bases),
-            {"__doc__": _DOC, "__module__": "retrolog.lightning"},
+            {
+                "__doc__": _DOC,
+                "__module__": "retrolog.lightning",
+                **dict.fromkeys(UNUSED_BATCH_HOOKS),
+            },
         )
     return _CLASSES[key]
 
