@@ -42,14 +42,11 @@ import sys
 import tempfile
 import textwrap
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import common as C
 from bench_process import MALLOC_PINNED
-
-MODES = ("bare", "tracked")
 
 LIGHTNING = """
 import os, sys, time, json
@@ -273,7 +270,7 @@ def _source(template: str, size: dict[str, int], tail: str) -> str:
 def _run(repo: Path, env: dict[str, str], log: str, core: int | None = None) -> dict[str, Any]:
     """Run ``train.py`` in ``repo`` (pinned to ``core``); its JSON result and process times."""
     out = repo.parent / f"{repo.name}-{time.monotonic_ns()}.json"
-    cmd = [*(["taskset", "-c", str(core)] if core is not None else []), sys.executable, "train.py"]
+    cmd = [*C.pinned(core), sys.executable, "train.py"]
     wall, cpu = C.run_timed(cmd, repo, {**env, "BENCH_OUT": str(out)}, repo.parent / log)
     return {"process_wall_s": wall, "process_cpu_s": cpu, **json.loads(out.read_text())}
 
@@ -302,29 +299,22 @@ def overhead(
     VARIANTS: the tracked process's settings."""
     repos = {
         mode: _repo(root, f"{name}-{variant}-{mode}", _source(template, size, ONE_FIT))
-        for mode in MODES
+        for mode in C.PAIR
     }
     env = C.tool_env(MALLOC_PINNED)
-    cores = sorted(os.sched_getaffinity(0))[:2]
-    concurrent = len(cores) == 2
+    cores = C.pair_cores()
 
     def one(mode: str, core: int | None, extra: dict[str, str] | None = None) -> dict[str, Any]:
         settings = VARIANTS[variant] if mode == "tracked" else {}
         run_env = {**env, **settings, "BENCH_MODE": mode, **(extra or {})}
         return _run(repos[mode], run_env, f"{name}.log", core)
 
-    for mode in MODES:
+    for mode in C.PAIR:
         one(mode, None, WARM_UP)
     seen: list[dict[str, dict[str, float]]] = []
     for pair in range(pairs):
-        order = MODES if pair % 2 == 0 else MODES[::-1]
-        if concurrent:
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                futures = {m: pool.submit(one, m, core) for m, core in zip(order, cores)}
-                seen.append({m: f.result() for m, f in futures.items()})
-        else:
-            seen.append({m: one(m, None) for m in order})
-        p = seen[-1]
+        p = C.run_pair(one, pair, cores)
+        seen.append(p)
         print(
             f"  {name} ({variant}) pair {pair + 1}: fit {p['bare']['fit_wall_s']:.2f} s bare, "
             f"{p['tracked']['fit_wall_s']:.2f} s tracked "
@@ -337,7 +327,7 @@ def overhead(
 
     return {
         "variant": variant,
-        "mode": "concurrent" if concurrent else "sequential",
+        "mode": "concurrent" if cores else "sequential",
         "pairs": seen,
         **{
             f"overhead_pct_{key[:-2]}": {

@@ -37,7 +37,6 @@ import argparse
 import os
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import common as C
 from bench_e2e import strip_retrolog
@@ -48,10 +47,6 @@ MALLOC_PINNED = {  # see the module docstring: the same allocator behaviour in b
     "MALLOC_TRIM_THRESHOLD_": str(16 * 2**30),
     "MALLOC_TOP_PAD_": str(256 * 2**20),
 }
-
-
-def _pinned(core: int | None) -> list[str]:
-    return ["taskset", "-c", str(core)] if core is not None else []
 
 
 def run(quick: bool, pairs: int = 5, mode: str = "concurrent") -> dict[str, object]:
@@ -69,24 +64,17 @@ def run(quick: bool, pairs: int = 5, mode: str = "concurrent") -> dict[str, obje
     loads: list[float] = []
     for name, repo in repos.items():  # warm-up: the store exists, bytecode is cached
         C.run_timed([C.python_of("retrolog"), "train.py"], repo, env, repo.parent / f"{name}.log")
-    cores = sorted(os.sched_getaffinity(0))[:2]
-    concurrent = mode == "concurrent" and len(cores) == 2
+    cores = C.pair_cores(mode == "concurrent")
+
+    def one(name: str, core: int | None) -> tuple[float, float]:
+        repo = repos[name]
+        cmd = [*C.pinned(core), C.python_of("retrolog"), "train.py"]
+        return C.run_timed(cmd, repo, env, repo.parent / f"{name}.log")
+
     for pair in range(pairs):
-        order = ("bare", "tracked") if pair % 2 == 0 else ("tracked", "bare")
         loads.append(os.getloadavg()[0])
-
-        def one(name: str, core: int | None) -> tuple[float, float]:
-            repo = repos[name]
-            cmd = [*_pinned(core), C.python_of("retrolog"), "train.py"]
-            return C.run_timed(cmd, repo, env, repo.parent / f"{name}.log")
-
-        if concurrent:
-            with ThreadPoolExecutor(max_workers=2) as pool:
-                futures = {name: pool.submit(one, name, core) for name, core in zip(order, cores)}
-                timed = {name: future.result() for name, future in futures.items()}
-        else:
-            timed = {name: one(name, None) for name in order}
-        for name in order:
+        timed = C.run_pair(one, pair, cores)
+        for name in C.PAIR:
             walls[name].append(timed[name][0])
             cpus[name].append(timed[name][1])
         print(
@@ -100,7 +88,7 @@ def run(quick: bool, pairs: int = 5, mode: str = "concurrent") -> dict[str, obje
         C.remove_tree(repo)
     result = {
         "pairs": pairs,
-        "mode": "concurrent" if concurrent else "sequential",
+        "mode": "concurrent" if cores else "sequential",
         "bare_wall": C.spread(walls["bare"]),
         "tracked_wall": C.spread(walls["tracked"]),
         "overhead_pct_median": 100 * statistics.median(ratios),

@@ -18,9 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -105,6 +106,34 @@ def tool_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.pop("VIRTUAL_ENV", None)
     env.update(extra or {})
     return env
+
+
+def pinned(core: int | None) -> list[str]:
+    """The command prefix that pins a process to ``core`` (nothing for None)."""
+    return ["taskset", "-c", str(core)] if core is not None else []
+
+
+def pair_cores(concurrent: bool = True) -> list[int]:
+    """The two cores a concurrent pair runs on; empty (run the pair one after the other) when
+    ``concurrent`` is off or the machine has fewer than two."""
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    return cores if concurrent and len(cores) == 2 else []
+
+
+PAIR = ("bare", "tracked")
+T = TypeVar("T")
+
+
+def run_pair(one: Callable[[str, int | None], T], pair: int, cores: list[int]) -> dict[str, T]:
+    """Run ``one(mode, core)`` for both modes of PAIR: started together, one per core, when
+    ``cores`` (pair_cores) has two, else one after the other; the order (and so the cores)
+    swapped every other pair, so neither mode keeps the faster core or the first start."""
+    order = PAIR if pair % 2 == 0 else PAIR[::-1]
+    if not cores:
+        return {mode: one(mode, None) for mode in order}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {mode: pool.submit(one, mode, core) for mode, core in zip(order, cores)}
+        return {mode: future.result() for mode, future in futures.items()}
 
 
 def run_timed(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[float, float]:
