@@ -295,6 +295,28 @@ def test_args_records_a_namespace_and_casts_dict_overrides(project: Path) -> Non
     assert bad.returncode != 0 and "sched.warmup='soon'" in bad.stderr
 
 
+def test_kwargs_for_an_arg_recorded_from_an_object_says_it_cannot_change_it(
+    project: Path,
+) -> None:
+    """A namespace (or a Lightning module's hparams) is recorded, not rebuilt: an override of one
+    of its fields is refused before training, saying why rather than calling it unknown."""
+    write_script(
+        project,
+        """
+        import argparse
+        import retrolog
+        retrolog.args(argparse.Namespace(lr=0.1, hidden=32))
+        for e in retrolog.loop("epoch", range(1)):
+            retrolog.log("e", e)
+        """,
+    )
+    proc = run_python(project, "train.py", "--kwargs", "lr=0.5", check=False)
+    assert proc.returncode != 0
+    assert "--kwargs cannot change lr: this script records it from an object" in proc.stderr
+    assert "unknown" not in proc.stderr
+    assert retrolog.query("SELECT count(*) AS n FROM logs").loc[0, "n"] == 0
+
+
 def test_argparse_imported_after_retrolog_is_patched_when_it_loads(project: Path) -> None:
     write_script(
         project,

@@ -240,6 +240,15 @@ class RunSession:
         if self.unused_overrides:
             from .args import ArgumentError
 
+            # An override named like a recorded arg was not applied: the arg came from an object
+            # (a namespace, a dataclass, a Lightning module's hparams), which --kwargs cannot change.
+            fixed = sorted(self.unused_overrides & self.args.keys())
+            if fixed:
+                raise ArgumentError(
+                    f"--kwargs cannot change {', '.join(fixed)}: this script records it from an "
+                    "object, not from arg() or a dict given to args(); set it where the object "
+                    "is built"
+                )
             known = ", ".join(sorted(self.args)) or "none"
             raise ArgumentError(
                 f"--kwargs gives unknown argument(s) {', '.join(sorted(self.unused_overrides))}; "
